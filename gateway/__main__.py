@@ -1,0 +1,50 @@
+"""Entry point: load settings, then serve create_app(settings)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from aiohttp import web
+from dotenv import load_dotenv
+
+from gateway.app import create_app
+from gateway.config import ConfigError, load_settings
+from gateway.logs import setup_logging
+
+
+def main() -> None:
+    # Only the working directory's .env: python-dotenv's own search would start from this file.
+    env_file = Path.cwd() / ".env"
+    if env_file.is_file():
+        load_dotenv(env_file, override=False)
+    try:
+        settings = load_settings(os.environ)
+    except ConfigError as exc:
+        print(f"gateway: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    log = setup_logging(settings)
+    if settings.language_unknown is not None:
+        log.warning("LANG=%r names no language we have; answering in English", settings.language_unknown)
+    try:
+        import uvloop
+    except ImportError:
+        loop_factory = None
+    else:
+        loop_factory = uvloop.new_event_loop
+    web.run_app(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        access_log=None,
+        shutdown_timeout=settings.shutdown_grace,
+        handle_signals=True,
+        handler_cancellation=True,
+        print=lambda text: log.info("%s", text.strip()),
+        loop=loop_factory() if loop_factory else None,
+    )
+
+
+if __name__ == "__main__":
+    main()

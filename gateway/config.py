@@ -1,0 +1,247 @@
+"""Settings, read once from a mapping of environment variables."""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+from gateway.i18n import language_from_env
+
+T = TypeVar("T")
+
+FAILURE_MODES = ("local", "open", "closed")
+LOG_FORMATS = ("text", "json")
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class ConfigError(Exception):
+    """A setting has a value the gateway cannot use; the message names it."""
+
+
+class Secret:
+    """A string that never shows itself in a repr, a log line or a traceback."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class Settings:
+    api_key: Secret | None = None
+    second_limit: int = 0
+    minute_limit: int = 0
+    hour_limit: int = 0
+    day_limit: int = 0
+    route: str = "/"
+    language: str = "en"
+    language_unknown: str | None = None
+    host: str = "0.0.0.0"
+    port: int = 5000
+    openai_base_url: str = "https://api.openai.com/v1"
+    default_model: str = "gpt-4o-mini"
+    default_max_tokens: int = 100
+    max_tokens_cap: int = 3500
+    upstream_timeout: float = 60.0
+    max_body_bytes: int = 1024 * 1024
+    redis_url: str | None = None
+    redis_cluster: bool = False
+    redis_timeout: float = 0.5
+    redis_failure_mode: str = "local"
+    key_prefix: str = "gw"
+    trusted_proxies: tuple[Network, ...] = ()
+    ipv6_prefix: int = 64
+    stream_heartbeat: float = 10.0
+    tokens_per_minute: int = 0
+    tokens_per_day: int = 0
+    default_reserve_tokens: int = 1024
+    log_format: str = "text"
+    log_level: str = "INFO"
+    shutdown_grace: float = 30.0
+    limits: tuple[tuple[str, int, int], ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        windows = (
+            ("second", 1, self.second_limit),
+            ("minute", 60, self.minute_limit),
+            ("hour", 3600, self.hour_limit),
+            ("day", 86400, self.day_limit),
+        )
+        object.__setattr__(self, "limits", tuple(w for w in windows if w[2] > 0))
+
+
+def _text(env: Mapping[str, str], name: str) -> str | None:
+    value = env.get(name)
+    if value is None or not value.strip():
+        return None
+    return value.strip()
+
+
+def _get(env: Mapping[str, str], name: str, parse: Callable[[str], T], default: T) -> T:
+    raw = _text(env, name)
+    if raw is None:
+        return default
+    try:
+        return parse(raw)
+    except ValueError as exc:
+        detail = f" ({exc})" if str(exc) else ""
+        raise ConfigError(f"{name}={env[name]!r} is not valid{detail}") from None
+
+
+def _whole(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        if not raw.isascii() or not raw.isdigit():
+            raise ValueError(f"expected a whole number >= {minimum}")
+        value = int(raw)
+        if value < minimum or (maximum is not None and value > maximum):
+            bound = f"from {minimum} to {maximum}" if maximum is not None else f">= {minimum}"
+            raise ValueError(f"expected a whole number {bound}")
+        return value
+
+    return parse
+
+
+def _seconds(*, zero: bool = False) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        try:
+            value = float(raw)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
+            raise ValueError("expected a number of seconds " + (">= 0" if zero else "> 0"))
+        return value
+
+    return parse
+
+
+def _choice(options: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.lower()
+        if value not in options:
+            raise ValueError("expected one of " + ", ".join(options))
+        return value
+
+    return parse
+
+
+def _flag(raw: str) -> bool:
+    value = raw.lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected 1 or 0")
+
+
+def _route(raw: str) -> str:
+    path = raw.strip("/")
+    if any(c in path for c in "?#{} \t") or "//" in path:
+        raise ValueError("expected a path such as api or v2/chat")
+    return "/" + path
+
+
+def _base_url(raw: str) -> str:
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError("expected an http:// or https:// URL")
+    return raw.rstrip("/")
+
+
+def _redis_url(raw: str) -> str:
+    if urlsplit(raw).scheme not in ("redis", "rediss", "unix", "redis+cluster"):
+        raise ValueError("expected a redis://, rediss://, unix:// or redis+cluster:// URL")
+    return raw
+
+
+def _networks(raw: str) -> tuple[Network, ...]:
+    nets = []
+    for item in raw.split(","):
+        if item.strip():
+            try:
+                nets.append(ipaddress.ip_network(item.strip(), strict=False))
+            except ValueError:
+                raise ValueError(f"{item.strip()!r} is not an IP address or CIDR") from None
+    return tuple(nets)
+
+
+def _key_prefix(raw: str) -> str:
+    if any(c in raw for c in "{} \t"):
+        raise ValueError("no braces or spaces")
+    return raw
+
+
+def _log_level(raw: str) -> str:
+    value = raw.upper()
+    if value not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise ValueError("expected DEBUG, INFO, WARNING or ERROR")
+    return value
+
+
+def load_settings(env: Mapping[str, str]) -> Settings:
+    """Parse every setting; the first bad one raises ConfigError naming it and its value."""
+    api_key = _text(env, "API_KEY")
+    language, unknown = language_from_env(env.get("LANG"))
+    redis_url = _get(env, "REDIS_URL", _redis_url, None)
+    cluster = _get(env, "REDIS_CLUSTER", _flag, False)
+    if redis_url and redis_url.startswith("redis+cluster://"):
+        redis_url, cluster = "redis://" + redis_url[len("redis+cluster://") :], True
+    settings = Settings(
+        api_key=Secret(api_key) if api_key else None,
+        second_limit=_get(env, "SECOND_LIMIT", _whole(0), 0),
+        minute_limit=_get(env, "MINUTE_LIMIT", _whole(0), 0),
+        hour_limit=_get(env, "HOUR_LIMIT", _whole(0), 0),
+        day_limit=_get(env, "DAY_LIMIT", _whole(0), 0),
+        route=_get(env, "ROUTE", _route, "/"),
+        language=language,
+        language_unknown=unknown,
+        host=_get(env, "HOST", str, "0.0.0.0"),
+        port=_get(env, "PORT", _whole(1, 65535), 5000),
+        openai_base_url=_get(env, "OPENAI_BASE_URL", _base_url, "https://api.openai.com/v1"),
+        default_model=_get(env, "DEFAULT_MODEL", str, "gpt-4o-mini"),
+        default_max_tokens=_get(env, "DEFAULT_MAX_TOKENS", _whole(1), 100),
+        max_tokens_cap=_get(env, "MAX_TOKENS_CAP", _whole(1), 3500),
+        upstream_timeout=_get(env, "UPSTREAM_TIMEOUT", _seconds(), 60.0),
+        max_body_bytes=_get(env, "MAX_BODY_BYTES", _whole(1), 1024 * 1024),
+        redis_url=redis_url,
+        redis_cluster=cluster,
+        redis_timeout=_get(env, "REDIS_TIMEOUT", _seconds(), 0.5),
+        redis_failure_mode=_get(env, "REDIS_FAILURE_MODE", _choice(FAILURE_MODES), "local"),
+        key_prefix=_get(env, "KEY_PREFIX", _key_prefix, "gw"),
+        trusted_proxies=_get(env, "TRUSTED_PROXIES", _networks, ()),
+        ipv6_prefix=_get(env, "IPV6_PREFIX", _whole(1, 128), 64),
+        stream_heartbeat=_get(env, "STREAM_HEARTBEAT", _seconds(), 10.0),
+        tokens_per_minute=_get(env, "TOKENS_PER_MINUTE", _whole(0), 0),
+        tokens_per_day=_get(env, "TOKENS_PER_DAY", _whole(0), 0),
+        default_reserve_tokens=_get(env, "DEFAULT_RESERVE_TOKENS", _whole(1), 1024),
+        log_format=_get(env, "LOG_FORMAT", _choice(LOG_FORMATS), "text"),
+        log_level=_get(env, "LOG_LEVEL", _log_level, "INFO"),
+        shutdown_grace=_get(env, "SHUTDOWN_GRACE", _seconds(zero=True), 30.0),
+    )
+    if settings.default_max_tokens > settings.max_tokens_cap:
+        raise ConfigError(
+            f"DEFAULT_MAX_TOKENS={settings.default_max_tokens} is above "
+            f"MAX_TOKENS_CAP={settings.max_tokens_cap}"
+        )
+    return settings

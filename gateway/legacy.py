@@ -1,0 +1,181 @@
+"""The original project's route: validate, stream from the upstream, answer in its envelope."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Mapping
+from contextlib import aclosing
+from dataclasses import dataclass
+from typing import Any, Literal, cast
+
+from aiohttp import web
+from openai.types.chat import ChatCompletionMessageParam
+
+from gateway.body import read_json_object
+from gateway.errors import BadRequest, Forbidden, GatewayError, Unauthorized
+from gateway.keys import SETTINGS_KEY, UPSTREAM_KEY
+from gateway.render import failure_envelope
+from gateway.sse import SSE_HEADERS, sse_event
+from gateway.upstream import Delta
+
+log = logging.getLogger(__name__)
+
+Role = Literal["system", "user", "assistant"]
+ROLES: tuple[Role, ...] = ("system", "user", "assistant")
+
+
+@dataclass(frozen=True)
+class Message:
+    role: Role
+    content: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"role": self.role, "content": self.content}
+
+
+@dataclass(frozen=True)
+class LegacyRequest:
+    user_content: str
+    system_content: str | None
+    history: tuple[Message, ...]
+    model: str
+    api_key: str | None
+    max_tokens: int
+    stream: bool
+
+    def messages(self) -> list[Message]:
+        """System prompt first and once (it replaces any in the history), then history, then user."""
+        if self.system_content:
+            history = [m for m in self.history if m.role != "system"]
+            head = [Message("system", self.system_content)]
+        else:
+            history, head = list(self.history), []
+        return [*head, *history, Message("user", self.user_content)]
+
+
+def _either(body: Mapping[str, Any], name: str, alias: str) -> tuple[str, Any]:
+    if body.get(name) is not None:
+        return name, body[name]
+    return alias, body.get(alias)
+
+
+def _optional_string(field: str, value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise BadRequest("field_not_string", param=field, field=field)
+    return value
+
+
+def _history(field: str, value: Any) -> tuple[Message, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise BadRequest("field_not_list", param=field, field=field)
+    messages = []
+    for index, item in enumerate(value):
+        role = item.get("role") if isinstance(item, dict) else None
+        content = item.get("content") if isinstance(item, dict) else None
+        if role not in ROLES or not isinstance(content, str):
+            raise BadRequest("field_bad_message", param=field, field=field, index=index)
+        messages.append(Message(cast(Role, role), content))
+    return tuple(messages)
+
+
+def _max_tokens(value: Any, default: int, cap: int) -> int:
+    if value is None:
+        return default
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= cap:
+        raise BadRequest("max_tokens_range", param="max_tokens", cap=cap)
+    return value
+
+
+def parse_request(body: Mapping[str, Any], default_model: str, default_max: int, cap: int) -> LegacyRequest:
+    user = body.get("user_content")
+    if user is not None and not isinstance(user, str):
+        raise BadRequest("field_not_string", param="user_content", field="user_content")
+    if not user or not user.strip():
+        raise BadRequest("field_missing", param="user_content", field="user_content")
+    system = _optional_string(*_either(body, "system_content", "sys_content"))
+    history = _history(*_either(body, "continuous_dialogue", "continuous"))
+    model = _optional_string("model", body.get("model"))
+    api_key = _optional_string("api_key", body.get("api_key"))
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise BadRequest("field_not_boolean", param="stream", field="stream")
+    return LegacyRequest(
+        user_content=user,
+        system_content=system or None,
+        history=history,
+        model=model.strip() if model and model.strip() else default_model,
+        api_key=api_key.strip() if api_key and api_key.strip() else None,
+        max_tokens=_max_tokens(body.get("max_tokens"), default_max, cap),
+        stream=stream,
+    )
+
+
+def success_envelope(messages: list[Message], answer: str) -> dict[str, Any]:
+    history = [m.as_dict() for m in messages] + [{"role": "assistant", "content": answer}]
+    return {
+        "code": 200,
+        "msg": "success",
+        "data": {"response": answer},
+        "current_response": answer,
+        "result": history,
+    }
+
+
+async def legacy_get(request: web.Request) -> web.StreamResponse:
+    raise Forbidden()
+
+
+async def legacy_post(request: web.Request) -> web.StreamResponse:
+    settings = request.app[SETTINGS_KEY]
+    body = await read_json_object(request)
+    call = parse_request(body, settings.default_model, settings.default_max_tokens, settings.max_tokens_cap)
+    key = call.api_key or (settings.api_key.reveal() if settings.api_key else None)
+    if key is None:
+        raise Unauthorized()
+    messages = call.messages()
+    deltas = request.app[UPSTREAM_KEY].stream_chat(
+        api_key=key,
+        model=call.model,
+        messages=cast(list[ChatCompletionMessageParam], [m.as_dict() for m in messages]),
+        max_tokens=call.max_tokens,
+    )
+    async with aclosing(deltas):
+        if call.stream:
+            return await _relay(request, deltas, messages)
+        answer = "".join([delta.text async for delta in deltas])
+    return web.json_response(success_envelope(messages, answer))
+
+
+async def _relay(
+    request: web.Request, deltas: AsyncIterator[Delta], messages: list[Message]
+) -> web.StreamResponse:
+    """Send each delta as it arrives, then the whole envelope; a late failure is an error event."""
+    response = web.StreamResponse(headers=SSE_HEADERS)
+    parts: list[str] = []
+    try:
+        async for delta in deltas:
+            if not response.prepared:
+                await response.prepare(request)
+            if delta.text:
+                parts.append(delta.text)
+                await response.write(sse_event({"delta": delta.text}, event="delta"))
+    except GatewayError as exc:
+        if not response.prepared:
+            raise
+        log.warning("upstream failed mid-stream: %s", exc.code)
+        envelope = failure_envelope(request, exc)
+        await response.write(sse_event(envelope, event="error"))
+        await response.write_eof()
+        return response
+    if not response.prepared:
+        await response.prepare(request)
+    envelope = success_envelope(messages, "".join(parts))
+    await response.write(sse_event(envelope, event="done"))
+    await response.write_eof()
+    return response
