@@ -11,7 +11,7 @@ from gateway.config import Settings
 from gateway.i18n import Translator
 from gateway.keys import SETTINGS_KEY, TRANSLATOR_KEY, UPSTREAM_KEY
 from gateway.legacy import legacy_get, legacy_post
-from gateway.middleware import error_middleware
+from gateway.middleware import error_middleware, rate_limited
 from gateway.upstream import Upstream, client_timeout
 
 
@@ -38,6 +38,6 @@ def create_app(settings: Settings, *, translator: Translator | None = None) -> w
     app[SETTINGS_KEY] = settings
     app[TRANSLATOR_KEY] = translator or Translator.load()
     app.cleanup_ctx.append(upstream_ctx)
-    app.router.add_post(settings.route, legacy_post)
-    app.router.add_get(settings.route, legacy_get)
+    app.router.add_post(settings.route, rate_limited(legacy_post))
+    app.router.add_get(settings.route, rate_limited(legacy_get))
     return app

@@ -13,6 +13,18 @@ from gateway.render import error_body
 
 log = logging.getLogger(__name__)
 
+_LIMITED = "_gateway_rate_limited"
+
+
+def rate_limited(handler: Handler) -> Handler:
+    """Mark a handler's route as limited: each request to it counts against the client's limits."""
+    setattr(handler, _LIMITED, True)
+    return handler
+
+
+def is_rate_limited(request: web.Request) -> bool:
+    return bool(getattr(request.match_info.handler, _LIMITED, False))
+
 
 def _from_http(request: web.Request, exc: web.HTTPException) -> GatewayError | None:
     if exc.status == 404:
