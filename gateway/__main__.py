@@ -26,7 +26,9 @@ def main() -> None:
         raise SystemExit(2) from None
     log = setup_logging(settings)
     if settings.language_unknown is not None:
-        log.warning("LANG=%r names no language we have; answering in English", settings.language_unknown)
+        log.warning(
+            "LANG=%r names no language we have; answering in English", settings.language_unknown
+        )
     try:
         import uvloop
     except ImportError:

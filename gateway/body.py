@@ -28,7 +28,10 @@ def _is_json_type(content_type: str) -> bool:
 
 async def read_json_object(request: web.Request) -> dict[str, Any]:
     """The body as a JSON object; a body that isn't one is a translated 400 (or 415)."""
-    raw = await read_body(request)
+    return parse_json_object(request, await read_body(request))
+
+
+def parse_json_object(request: web.Request, raw: bytes) -> dict[str, Any]:
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:

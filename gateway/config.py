@@ -111,12 +111,11 @@ def _get(env: Mapping[str, str], name: str, parse: Callable[[str], T], default: 
 
 
 def _whole(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
+    bound = f"from {minimum} to {maximum}" if maximum is not None else f">= {minimum}"
+
     def parse(raw: str) -> int:
-        if not raw.isascii() or not raw.isdigit():
-            raise ValueError(f"expected a whole number >= {minimum}")
-        value = int(raw)
+        value = int(raw) if raw.isascii() and raw.isdigit() else -1
         if value < minimum or (maximum is not None and value > maximum):
-            bound = f"from {minimum} to {maximum}" if maximum is not None else f">= {minimum}"
             raise ValueError(f"expected a whole number {bound}")
         return value
 

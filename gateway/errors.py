@@ -83,7 +83,8 @@ class UpstreamRejected(GatewayError):
     openai_type = "upstream_error"
 
     def __init__(self, code: str, *, status: int, body: bytes = b"", **params: object) -> None:
-        super().__init__(code, status=status, **params)
+        super().__init__(code, status=status)
+        self.params = params
         self.body = body
 
 

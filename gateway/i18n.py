@@ -32,7 +32,8 @@ def map_language(tag: str | None) -> str | None:
         return "ru_RU"
     if parts[0] == "zh":
         rest = parts[1:]
-        if "hant" in rest or any(r in _TRADITIONAL_REGIONS for r in rest) and "hans" not in rest:
+        regional = any(r in _TRADITIONAL_REGIONS for r in rest)
+        if "hant" in rest or (regional and "hans" not in rest):
             return "zh_TW"
         return "zh_CN"
     return None

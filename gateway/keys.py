@@ -1,4 +1,4 @@
-"""Every AppKey, and nothing else, so handlers need not import app.py."""
+"""Every AppKey and RequestKey, and nothing else, so handlers need not import app.py."""
 
 from __future__ import annotations
 
@@ -10,10 +10,16 @@ from gateway.config import Settings
 from gateway.i18n import Translator
 
 if TYPE_CHECKING:
-    from gateway.limiter import Limiter
+    from gateway.limiter import Decision, Limiter
     from gateway.upstream import Upstream
 
 SETTINGS_KEY = web.AppKey("SETTINGS_KEY", Settings)
 TRANSLATOR_KEY = web.AppKey("TRANSLATOR_KEY", Translator)
 LIMITER_KEY: web.AppKey[Limiter] = web.AppKey("LIMITER_KEY")
 UPSTREAM_KEY: web.AppKey[Upstream] = web.AppKey("UPSTREAM_KEY")
+
+# Per-request values; aiohttp >= 3.14 warns on plain string keys.
+LANGUAGE_KEY = web.RequestKey("LANGUAGE_KEY", str)
+CLIENT_IP_KEY = web.RequestKey("CLIENT_IP_KEY", str)
+DECISION_KEY: web.RequestKey[Decision] = web.RequestKey("DECISION_KEY")
+REQUEST_ID_KEY = web.RequestKey("REQUEST_ID_KEY", str)

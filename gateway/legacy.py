@@ -44,7 +44,7 @@ class LegacyRequest:
     stream: bool
 
     def messages(self) -> list[Message]:
-        """System prompt first and once (it replaces any in the history), then history, then user."""
+        """System prompt first and once (replacing any in the history), history, then user."""
         if self.system_content:
             history = [m for m in self.history if m.role != "system"]
             head = [Message("system", self.system_content)]
@@ -92,7 +92,9 @@ def _max_tokens(value: Any, default: int, cap: int) -> int:
     return value
 
 
-def parse_request(body: Mapping[str, Any], default_model: str, default_max: int, cap: int) -> LegacyRequest:
+def parse_request(
+    body: Mapping[str, Any], default_model: str, default_max: int, cap: int
+) -> LegacyRequest:
     user = body.get("user_content")
     if user is not None and not isinstance(user, str):
         raise BadRequest("field_not_string", param="user_content", field="user_content")
@@ -134,7 +136,9 @@ async def legacy_get(request: web.Request) -> web.StreamResponse:
 async def legacy_post(request: web.Request) -> web.StreamResponse:
     settings = request.app[SETTINGS_KEY]
     body = await read_json_object(request)
-    call = parse_request(body, settings.default_model, settings.default_max_tokens, settings.max_tokens_cap)
+    call = parse_request(
+        body, settings.default_model, settings.default_max_tokens, settings.max_tokens_cap
+    )
     key = call.api_key or (settings.api_key.reveal() if settings.api_key else None)
     if key is None:
         raise Unauthorized()

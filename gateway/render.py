@@ -8,19 +8,16 @@ from aiohttp import web
 
 from gateway.errors import GatewayError
 from gateway.i18n import negotiate
-from gateway.keys import SETTINGS_KEY, TRANSLATOR_KEY
-
-LANGUAGE = "gateway.language"
+from gateway.keys import LANGUAGE_KEY, SETTINGS_KEY, TRANSLATOR_KEY
 
 
 def language(request: web.Request) -> str:
     """The request's language: Accept-Language first, else LANG; worked out once per request."""
-    chosen = request.get(LANGUAGE)
+    chosen = request.get(LANGUAGE_KEY)
     if chosen is None:
         default = request.app[SETTINGS_KEY].language
-        chosen = negotiate(request.headers.get("Accept-Language"), default)
-        request[LANGUAGE] = chosen
-    return str(chosen)
+        chosen = request[LANGUAGE_KEY] = negotiate(request.headers.get("Accept-Language"), default)
+    return chosen
 
 
 def message(request: web.Request, exc: GatewayError) -> str:
@@ -52,4 +49,6 @@ def is_openai_route(request: web.Request) -> bool:
 
 
 def error_body(request: web.Request, exc: GatewayError) -> dict[str, Any]:
-    return openai_error(request, exc) if is_openai_route(request) else failure_envelope(request, exc)
+    return (
+        openai_error(request, exc) if is_openai_route(request) else failure_envelope(request, exc)
+    )

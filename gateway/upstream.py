@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -78,7 +78,9 @@ class Upstream:
             api_key=settings.api_key.reveal() if settings.api_key else _NO_KEY,
             base_url=settings.openai_base_url,
             max_retries=0,
-            timeout=openai.Timeout(settings.upstream_timeout, connect=min(10.0, settings.upstream_timeout)),
+            timeout=openai.Timeout(
+                settings.upstream_timeout, connect=min(10.0, settings.upstream_timeout)
+            ),
         )
 
     async def close(self) -> None:
@@ -92,8 +94,8 @@ class Upstream:
         messages: Sequence[ChatCompletionMessageParam],
         max_tokens: int,
         include_usage: bool = False,
-    ) -> AsyncIterator[Delta]:
-        """Stream a chat completion; every failure, before or during the stream, is a GatewayError."""
+    ) -> AsyncGenerator[Delta, None]:
+        """Stream a chat completion; any failure, before or during the stream, is a GatewayError."""
         extra: dict[str, Any] = {}
         if include_usage:
             extra["stream_options"] = {"include_usage": True}

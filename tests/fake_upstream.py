@@ -53,6 +53,7 @@ class FakeUpstream:
     cut_after: int | None = None  # deltas sent before the connection is dropped
     error_event_after: int | None = None  # deltas sent before an error event
     split_events: bool = True  # write events in pieces that cut through lines and events
+    hold_after_first: asyncio.Event | None = None  # the stream waits for it after the first delta
     prompt_tokens: int = 11
     accepted_keys: set[str] | None = None  # None accepts any key
     received: list[Received] = field(default_factory=list)
@@ -112,9 +113,13 @@ def _refusal(fake: FakeUpstream, received: Received) -> web.Response | None:
     if fake.accepted_keys is not None and received.key not in fake.accepted_keys:
         return web.json_response(_error_body(401, "Incorrect API key provided"), status=401)
     if fake.status != 200:
-        message = fake.error_message if fake.status in (400, 404) else f"fake upstream {fake.status}"
+        message = (
+            fake.error_message if fake.status in (400, 404) else f"fake upstream {fake.status}"
+        )
         headers = {"Retry-After": "7"} if fake.status == 429 else None
-        return web.json_response(_error_body(fake.status, message), status=fake.status, headers=headers)
+        return web.json_response(
+            _error_body(fake.status, message), status=fake.status, headers=headers
+        )
     return None
 
 
@@ -189,6 +194,8 @@ async def _stream(
                 return response
             if index and fake.chunk_delay:
                 await asyncio.sleep(fake.chunk_delay)
+            if index == 1 and fake.hold_after_first is not None:
+                await fake.hold_after_first.wait()
             await send(event(_chunk(model, created, {"content": piece}, None)))
         await send(event(_chunk(model, created, {}, "stop")))
         if include_usage:
@@ -221,9 +228,18 @@ async def completions(request: web.Request) -> web.StreamResponse:
             "created": int(time.time()),
             "model": (received.body or {}).get("model", "gpt-3.5-turbo-instruct"),
             "choices": [
-                {"text": "".join(fake.answer), "index": 0, "logprobs": None, "finish_reason": "stop"}
+                {
+                    "text": "".join(fake.answer),
+                    "index": 0,
+                    "logprobs": None,
+                    "finish_reason": "stop",
+                }
             ],
-            "usage": {"prompt_tokens": fake.prompt_tokens, "completion_tokens": 4, "total_tokens": 15},
+            "usage": {
+                "prompt_tokens": fake.prompt_tokens,
+                "completion_tokens": 4,
+                "total_tokens": 15,
+            },
         }
     )
 
