@@ -14,7 +14,7 @@ from openai.types.chat import ChatCompletionMessageParam
 from gateway.body import read_json_object
 from gateway.errors import BadRequest, Forbidden, GatewayError, Unauthorized
 from gateway.keys import SETTINGS_KEY, UPSTREAM_KEY
-from gateway.render import failure_envelope
+from gateway.render import dumps, failure_envelope
 from gateway.sse import SSE_HEADERS, sse_event
 from gateway.upstream import Delta
 
@@ -153,7 +153,7 @@ async def legacy_post(request: web.Request) -> web.StreamResponse:
         if call.stream:
             return await _relay(request, deltas, messages)
         answer = "".join([delta.text async for delta in deltas])
-    return web.json_response(success_envelope(messages, answer))
+    return web.json_response(success_envelope(messages, answer), dumps=dumps)
 
 
 async def _relay(

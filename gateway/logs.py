@@ -44,4 +44,7 @@ def setup_logging(settings: Settings) -> logging.Logger:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level)
+    # The SDK's HTTP client logs every request at INFO; our access log already says it.
+    for noisy in ("httpx", "httpx2", "openai"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
     return logging.getLogger("gateway")

@@ -9,7 +9,7 @@ from aiohttp.typedefs import Handler
 
 from gateway.errors import GatewayError, MethodNotAllowed, NotFound, PayloadTooLarge
 from gateway.keys import SETTINGS_KEY
-from gateway.render import error_body
+from gateway.render import dumps, error_body
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,8 @@ def _from_http(request: web.Request, exc: web.HTTPException) -> GatewayError | N
 
 
 def render_error(request: web.Request, exc: GatewayError) -> web.Response:
-    return web.json_response(error_body(request, exc), status=exc.status, headers=exc.headers)
+    body = error_body(request, exc)
+    return web.json_response(body, status=exc.status, headers=exc.headers, dumps=dumps)
 
 
 @web.middleware
