@@ -17,6 +17,8 @@ from tests.fake_upstream import FakeUpstream, create_fake_upstream
 
 MakeClient = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
 
+pytest_plugins = ["tests.redis_server"]
+
 
 @pytest.fixture(scope="session")
 def translator() -> Translator:
