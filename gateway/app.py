@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from functools import partial
 
 import aiohttp
 from aiohttp import web
 
 from gateway.config import Settings
 from gateway.i18n import Translator
-from gateway.keys import SETTINGS_KEY, TRANSLATOR_KEY, UPSTREAM_KEY
+from gateway.keys import LIMITER_KEY, SETTINGS_KEY, TRANSLATOR_KEY, UPSTREAM_KEY
 from gateway.legacy import legacy_get, legacy_post
-from gateway.middleware import error_middleware, rate_limited
+from gateway.limiter import Limiter, RedisClient, connect_redis
+from gateway.middleware import (
+    add_rate_limit_headers,
+    error_middleware,
+    rate_limit_middleware,
+    rate_limited,
+)
 from gateway.upstream import Upstream, client_timeout
 
 
@@ -29,14 +36,35 @@ async def upstream_ctx(app: web.Application) -> AsyncIterator[None]:
     await session.close()
 
 
-def create_app(settings: Settings, *, translator: Translator | None = None) -> web.Application:
+async def limiter_ctx(
+    app: web.Application, *, redis: RedisClient | None = None
+) -> AsyncIterator[None]:
+    """The limiter on the given client, on one built from REDIS_URL, or embedded without it.
+
+    Nothing connects here: the gateway starts even while Redis is down.
+    """
+    settings = app[SETTINGS_KEY]
+    owned = connect_redis(settings) if redis is None and settings.redis_url else None
+    limiter = Limiter(settings, redis or owned)
+    app[LIMITER_KEY] = limiter
+    yield
+    await limiter.aclose()
+    if owned is not None:
+        await owned.aclose()
+
+
+def create_app(
+    settings: Settings, *, translator: Translator | None = None, redis: RedisClient | None = None
+) -> web.Application:
     app = web.Application(
-        middlewares=[error_middleware],
+        middlewares=[error_middleware, rate_limit_middleware],
         client_max_size=settings.max_body_bytes,
         handler_args={"handler_cancellation": True},
     )
     app[SETTINGS_KEY] = settings
     app[TRANSLATOR_KEY] = translator or Translator.load()
+    app.on_response_prepare.append(add_rate_limit_headers)
+    app.cleanup_ctx.append(partial(limiter_ctx, redis=redis))
     app.cleanup_ctx.append(upstream_ctx)
     app.router.add_post(settings.route, rate_limited(legacy_post))
     app.router.add_get(settings.route, rate_limited(legacy_get))

@@ -7,8 +7,10 @@ import logging
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from gateway.errors import GatewayError, MethodNotAllowed, NotFound, PayloadTooLarge
-from gateway.keys import SETTINGS_KEY
+from gateway.client_ip import bucket, client_address
+from gateway.errors import GatewayError, MethodNotAllowed, NotFound, PayloadTooLarge, RateLimited
+from gateway.keys import CLIENT_IP_KEY, DECISION_KEY, LIMITER_KEY, SETTINGS_KEY
+from gateway.limiter import rate_limit_headers
 from gateway.render import dumps, error_body
 
 log = logging.getLogger(__name__)
@@ -57,3 +59,32 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return render_error(request, GatewayError())
+
+
+@web.middleware
+async def rate_limit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Count a request to a limited route before its body is read; refuse it with a 429."""
+    settings = request.app[SETTINGS_KEY]
+    forwarded = request.headers.getall("X-Forwarded-For", ())
+    address = client_address(request.remote, forwarded, settings.trusted_proxies)
+    if address is not None:
+        request[CLIENT_IP_KEY] = str(address)
+    if not is_rate_limited(request):
+        return await handler(request)
+    decision = await request.app[LIMITER_KEY].hit(bucket(address, settings.ipv6_prefix))
+    request[DECISION_KEY] = decision
+    if not decision.allowed and decision.blocked_by is not None:
+        raise RateLimited(
+            headers={"Retry-After": str(decision.retry_after)},
+            limit=decision.blocked_by.limit,
+            window=decision.blocked_by.name,
+            seconds=decision.retry_after,
+        )
+    return await handler(request)
+
+
+async def add_rate_limit_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """Every response of a limited route, errors and streams included, shows the limits."""
+    if is_rate_limited(request):
+        limits = request.app[SETTINGS_KEY].limits
+        response.headers.update(rate_limit_headers(limits, request.get(DECISION_KEY)))
