@@ -11,7 +11,6 @@ import math
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from importlib.resources import files
 from typing import Any
 
@@ -22,10 +21,22 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from gateway.config import Settings
+from gateway.decision import MICRO, Decision, WindowState, decide, rate_limit_headers
 from gateway.errors import LimiterUnavailable
 from gateway.sliding_log import SlidingLog, Verdict, Window
 
 log = logging.getLogger(__name__)
+
+__all__ = [
+    "Decision",
+    "Limiter",
+    "RedisClient",
+    "WindowState",
+    "build_limiter",
+    "connect_redis",
+    "key_for",
+    "rate_limit_headers",
+]
 
 RedisClient = Redis | RedisCluster
 SCRIPT = (files("gateway") / "rate_limit.lua").read_text(encoding="utf-8")
@@ -36,86 +47,7 @@ FAILURES_BEFORE_DOWN = 3
 # While Redis is down it is pinged this often; the first good answer puts it back in use.
 PROBE_INTERVAL = 0.5
 REFUSALS_CACHED = 100_000
-MICRO = 1_000_000
 _FAILURES = (RedisError, OSError, TimeoutError)
-
-
-@dataclass(frozen=True)
-class WindowState:
-    name: str  # second, minute, hour or day
-    seconds: int
-    limit: int
-    remaining: int
-    reset: int  # whole seconds, rounded up, until the window frees a unit; 0 if it holds none
-
-
-@dataclass(frozen=True)
-class Decision:
-    allowed: bool
-    retry_after: int  # whole seconds, rounded up, until a request would be admitted; 0 if allowed
-    windows: tuple[WindowState, ...] = ()  # empty when nothing is known (REDIS_FAILURE_MODE=open)
-    blocked_by: WindowState | None = None
-    source: str = "embedded"  # embedded, redis, cache (a refusal remembered), local, open
-
-    @property
-    def tightest(self) -> WindowState | None:
-        """The window with the fewest requests left; on a tie, the one that frees up last."""
-        if not self.windows:
-            return None
-        return min(self.windows, key=lambda w: (w.remaining, -w.reset))
-
-    @property
-    def remaining(self) -> int | None:
-        tightest = self.tightest
-        return None if tightest is None else tightest.remaining
-
-    @property
-    def window(self) -> str | None:
-        """The word for the window that refused (second, minute, hour, day); None if allowed."""
-        return None if self.blocked_by is None else self.blocked_by.name
-
-
-def decide(limits: tuple[tuple[str, int, int], ...], verdict: Verdict, source: str) -> Decision:
-    """Turn a raw verdict (microseconds) into a Decision (whole seconds, rounded up)."""
-    allowed, states = verdict
-    windows = tuple(
-        WindowState(name, seconds, limit, remaining, -(-reset // MICRO))
-        for (name, seconds, limit), (remaining, reset) in zip(limits, states, strict=True)
-    )
-    if allowed:
-        return Decision(True, 0, windows, None, source)
-    wait, blocked = max(
-        ((reset, index) for index, (remaining, reset) in enumerate(states) if remaining == 0),
-        default=(0, 0),
-    )
-    return Decision(False, -(-wait // MICRO), windows, windows[blocked], source)
-
-
-_POLICY_NAMES = {"second": "1s", "minute": "1m", "hour": "1h", "day": "1d"}
-
-
-def rate_limit_headers(
-    limits: tuple[tuple[str, int, int], ...], decision: Decision | None
-) -> dict[str, str]:
-    """RateLimit-Policy for every configured window; RateLimit and X-RateLimit-* (the tightest
-    window) only when the decision knows the counts."""
-    if not limits:
-        return {}
-    headers = {
-        "RateLimit-Policy": ", ".join(
-            f'"{_POLICY_NAMES[name]}";q={limit};w={seconds}' for name, seconds, limit in limits
-        )
-    }
-    tightest = decision.tightest if decision is not None else None
-    if decision is None or tightest is None:
-        return headers
-    headers["RateLimit"] = ", ".join(
-        f'"{_POLICY_NAMES[w.name]}";r={w.remaining};t={w.reset}' for w in decision.windows
-    )
-    headers["X-RateLimit-Limit"] = str(tightest.limit)
-    headers["X-RateLimit-Remaining"] = str(tightest.remaining)
-    headers["X-RateLimit-Reset"] = str(tightest.reset)
-    return headers
 
 
 def key_for(prefix: str, client: str) -> str:
@@ -304,6 +236,11 @@ class Limiter:
             if len(self._refused) >= REFUSALS_CACHED:
                 self._refused.clear()
         self._refused[key] = (sent, sent + wait, verdict[1])
+
+
+def build_limiter(settings: Settings, redis: RedisClient | None = None) -> Limiter:
+    """The limiter for these settings, on `redis` if given (the caller keeps it and closes it)."""
+    return Limiter(settings, redis)
 
 
 def script_args(windows: Sequence[Window], now_us: int | None, member: str) -> list[str | int]:

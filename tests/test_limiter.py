@@ -315,3 +315,23 @@ async def test_property_embedded_and_redis_script_agree(
     real_redis, key_prefix, windows, gaps, clients
 ):
     await _compare(real_redis, f"{key_prefix}:{uuid.uuid4().hex[:8]}", windows, gaps, clients)
+
+
+def test_the_embedded_log_forgets_clients_whose_windows_are_empty():
+    log = SlidingLog([(S, 1), (60 * S, 3)])
+    for i in range(100):
+        assert log.hit(f"c{i}", T0)[0]
+    assert len(log) == 100
+    assert log.hit("late", T0 + 60 * S)[0]
+    assert len(log) == 1
+
+
+@pytest.mark.redis
+async def test_memory_per_client_is_bounded_by_the_longest_window(real_redis, key_prefix):
+    """The README's figure: a client at HOUR_LIMIT=50 costs about 1.6 KB, however hard it tries."""
+    limiter = Limiter(load_settings({"KEY_PREFIX": key_prefix, "HOUR_LIMIT": "50"}), real_redis)
+    for i in range(200):
+        await limiter.hit("203.0.113.7", now_us=T0 + i * 5 * S)
+    key = key_for(key_prefix, "203.0.113.7")
+    assert await real_redis.zcard(key) == 50
+    assert await real_redis.memory_usage(key, samples=0) <= 50 * 40 + 200

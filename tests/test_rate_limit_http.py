@@ -5,10 +5,12 @@ from __future__ import annotations
 import fakeredis
 import pytest
 import redis.asyncio
+from aiohttp import web
 
 from gateway.app import create_app
 from gateway.config import load_settings
-from gateway.keys import LIMITER_KEY
+from gateway.keys import CLIENT_IP_KEY, DECISION_KEY, LIMITER_KEY
+from gateway.middleware import rate_limited
 from tests.fake_upstream import FakeUpstream
 from tests.redis_server import delete_prefix
 
@@ -176,3 +178,25 @@ async def test_the_app_uses_the_client_it_was_given(gateway):
     client = await gateway(MINUTE_LIMIT=1)
     expected = "embedded" if gateway.redis is None else "redis"
     assert client.app[LIMITER_KEY].state == expected
+
+
+async def test_the_decision_and_client_address_are_left_on_the_request(
+    aiohttp_client, base_env, translator
+):
+    """For the access log and the metrics, which read them after the handler."""
+    seen = {}
+
+    async def look(request):
+        seen["ip"] = request[CLIENT_IP_KEY]
+        seen["decision"] = request[DECISION_KEY]
+        return web.json_response({})
+
+    settings = load_settings({**base_env, "MINUTE_LIMIT": "2", "TRUSTED_PROXIES": "127.0.0.1"})
+    app = create_app(settings, translator=translator)
+    app.router.add_get("/look", rate_limited(look))
+    client = await aiohttp_client(app)
+    response = await client.get("/look", headers={"X-Forwarded-For": "::ffff:198.51.100.4"})
+    assert response.status == 200
+    assert seen["ip"] == "198.51.100.4"
+    decision = seen["decision"]
+    assert (decision.allowed, decision.remaining, decision.window) == (True, 1, None)
