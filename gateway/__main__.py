@@ -40,7 +40,8 @@ def main() -> None:
         host=settings.host,
         port=settings.port,
         access_log=None,
-        shutdown_timeout=settings.shutdown_grace,
+        # aiohttp reads a timeout of 0 as no timeout at all; SHUTDOWN_GRACE=0 means no grace.
+        shutdown_timeout=settings.shutdown_grace or 0.001,
         handle_signals=True,
         handler_cancellation=True,
         print=lambda text: log.info("%s", text.strip()),

@@ -8,17 +8,20 @@ from functools import partial
 import aiohttp
 from aiohttp import web
 
+from gateway.access import access_middleware, on_response_prepare
 from gateway.config import Settings
 from gateway.i18n import Translator
-from gateway.keys import LIMITER_KEY, SETTINGS_KEY, TRANSLATOR_KEY, UPSTREAM_KEY
+from gateway.keys import LIMITER_KEY, METRICS_KEY, SETTINGS_KEY, TRANSLATOR_KEY, UPSTREAM_KEY
 from gateway.legacy import legacy_get, legacy_post
 from gateway.limiter import Limiter, RedisClient, connect_redis
+from gateway.metrics import Metrics
 from gateway.middleware import (
     add_rate_limit_headers,
     error_middleware,
     rate_limit_middleware,
     rate_limited,
 )
+from gateway.ops import add_ops_routes
 from gateway.upstream import Upstream, client_timeout
 
 
@@ -57,15 +60,18 @@ def create_app(
     settings: Settings, *, translator: Translator | None = None, redis: RedisClient | None = None
 ) -> web.Application:
     app = web.Application(
-        middlewares=[error_middleware, rate_limit_middleware],
+        middlewares=[access_middleware, error_middleware, rate_limit_middleware],
         client_max_size=settings.max_body_bytes,
         handler_args={"handler_cancellation": True},
     )
     app[SETTINGS_KEY] = settings
     app[TRANSLATOR_KEY] = translator or Translator.load()
+    app[METRICS_KEY] = Metrics()
+    app.on_response_prepare.append(on_response_prepare)
     app.on_response_prepare.append(add_rate_limit_headers)
     app.cleanup_ctx.append(partial(limiter_ctx, redis=redis))
     app.cleanup_ctx.append(upstream_ctx)
     app.router.add_post(settings.route, rate_limited(legacy_post))
     app.router.add_get(settings.route, rate_limited(legacy_get))
+    add_ops_routes(app)
     return app

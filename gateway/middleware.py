@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import logging
+import time
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from gateway.client_ip import bucket, client_address
 from gateway.errors import GatewayError, MethodNotAllowed, NotFound, PayloadTooLarge, RateLimited
-from gateway.keys import CLIENT_IP_KEY, DECISION_KEY, LIMITER_KEY, SETTINGS_KEY
+from gateway.keys import (
+    CLIENT_IP_KEY,
+    DECISION_KEY,
+    LIMITER_KEY,
+    LIMITER_SECONDS_KEY,
+    SETTINGS_KEY,
+)
 from gateway.limiter import rate_limit_headers
 from gateway.render import dumps, error_body
 
@@ -71,7 +78,11 @@ async def rate_limit_middleware(request: web.Request, handler: Handler) -> web.S
         request[CLIENT_IP_KEY] = str(address)
     if not is_rate_limited(request):
         return await handler(request)
-    decision = await request.app[LIMITER_KEY].hit(bucket(address, settings.ipv6_prefix))
+    started = time.perf_counter()
+    try:
+        decision = await request.app[LIMITER_KEY].hit(bucket(address, settings.ipv6_prefix))
+    finally:
+        request[LIMITER_SECONDS_KEY] = time.perf_counter() - started
     request[DECISION_KEY] = decision
     if not decision.allowed and decision.blocked_by is not None:
         raise RateLimited(

@@ -12,6 +12,12 @@ import aiohttp
 import openai
 from openai.types.chat import ChatCompletionMessageParam
 
+from gateway.access import (
+    upstream_finished,
+    upstream_first_byte,
+    upstream_started,
+    upstream_tokens,
+)
 from gateway.config import Settings
 from gateway.errors import (
     GatewayError,
@@ -100,24 +106,30 @@ class Upstream:
         if include_usage:
             extra["stream_options"] = {"include_usage": True}
         client = self.sdk.with_options(api_key=api_key)
+        upstream_started()
         try:
             stream = await client.chat.completions.create(
                 model=model, messages=messages, max_tokens=max_tokens, stream=True, **extra
             )
         except openai.OpenAIError as exc:
+            upstream_finished()
             raise map_sdk_error(exc) from exc
+        upstream_first_byte()
         finished = False
         try:
             async with stream:
                 async for chunk in stream:
                     usage = chunk.usage
                     if usage is not None:
+                        upstream_tokens(usage.prompt_tokens, usage.completion_tokens)
                         yield Delta("", None, usage.prompt_tokens, usage.completion_tokens)
                     for choice in chunk.choices[:1]:
                         finished = finished or choice.finish_reason is not None
                         yield Delta(choice.delta.content or "", choice.finish_reason)
         except openai.OpenAIError as exc:
             raise map_sdk_error(exc) from exc
+        finally:
+            upstream_finished()
         if not finished:
             raise UpstreamUnavailable("upstream_stream_broken")
 
@@ -127,16 +139,20 @@ class Upstream:
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         """Send a raw request to OPENAI_BASE_URL/path and hold its response open."""
         send = {**headers, "Authorization": f"Bearer {api_key}"}
+        upstream_started()
         try:
             async with self.session.request(
                 method, f"{self.base_url}/{path}", data=body, headers=send
             ) as response:
+                upstream_first_byte()
                 yield response
         except TimeoutError as exc:
             raise UpstreamTimeout() from exc
         except aiohttp.ClientError as exc:
             log.warning("upstream request failed: %s", type(exc).__name__)
             raise UpstreamUnavailable() from exc
+        finally:
+            upstream_finished()
 
 
 def client_timeout(settings: Settings) -> aiohttp.ClientTimeout:
