@@ -295,7 +295,7 @@ async def _compare(client, prefix, windows, gaps, clients):
 
 
 @settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(windows=WINDOW_SETS, gaps=GAPS, clients=st.integers(1, 2))
 async def test_property_embedded_and_fakeredis_script_agree(windows, gaps, clients):
@@ -308,7 +308,7 @@ async def test_property_embedded_and_fakeredis_script_agree(windows, gaps, clien
 
 @pytest.mark.redis
 @settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(windows=WINDOW_SETS, gaps=GAPS, clients=st.integers(1, 2))
 async def test_property_embedded_and_redis_script_agree(
@@ -335,3 +335,34 @@ async def test_memory_per_client_is_bounded_by_the_longest_window(real_redis, ke
     key = key_for(key_prefix, "203.0.113.7")
     assert await real_redis.zcard(key) == 50
     assert await real_redis.memory_usage(key, samples=0) <= 50 * 40 + 200
+
+
+async def _compare_limiters(client, prefix, windows, gaps):
+    env = {"KEY_PREFIX": prefix}
+    env.update({name: "0" for name in ("SECOND_LIMIT", "MINUTE_LIMIT", "HOUR_LIMIT")})
+    names = {1: "SECOND_LIMIT", 60: "MINUTE_LIMIT", 3600: "HOUR_LIMIT"}
+    env.update({names[length]: str(limit) for length, limit in windows})
+    shared, alone = Limiter(load_settings(env), client), Limiter(load_settings(env))
+    now = T0
+    for gap in gaps:
+        now += gap
+        with_cache = await shared.hit("c", now_us=now)
+        embedded = await alone.hit("c", now_us=now)
+        assert (with_cache.allowed, with_cache.retry_after, with_cache.window) == (
+            embedded.allowed,
+            embedded.retry_after,
+            embedded.window,
+        )
+
+
+@settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(windows=WINDOW_SETS, gaps=GAPS)
+async def test_property_the_refusal_cache_changes_no_decision(windows, gaps):
+    """The Redis limiter, refusal cache included, decides as the embedded one does."""
+    client = fakeredis.FakeAsyncRedis()
+    try:
+        await _compare_limiters(client, "prop", windows, gaps)
+    finally:
+        await client.aclose()
