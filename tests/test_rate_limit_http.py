@@ -200,3 +200,23 @@ async def test_the_decision_and_client_address_are_left_on_the_request(
     assert seen["ip"] == "198.51.100.4"
     decision = seen["decision"]
     assert (decision.allowed, decision.remaining, decision.window) == (True, 1, None)
+
+
+class WatchedRedis(fakeredis.FakeAsyncRedis):
+    closes = 0
+
+    async def aclose(self, *args, **kwargs):
+        self.closes += 1
+        await super().aclose(*args, **kwargs)
+
+
+async def test_the_app_leaves_a_client_it_was_given_open(aiohttp_client, base_env, translator):
+    given = WatchedRedis()
+    try:
+        settings = load_settings({**base_env, "MINUTE_LIMIT": "5"})
+        client = await aiohttp_client(create_app(settings, translator=translator, redis=given))
+        assert (await client.get("/api")).status == 403
+        await client.close()
+        assert given.closes == 0
+    finally:
+        await given.aclose()
