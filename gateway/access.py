@@ -24,7 +24,7 @@ from gateway.keys import (
 )
 
 if TYPE_CHECKING:
-    from gateway.limiter import Decision
+    from gateway.decision import Decision
 
 log = logging.getLogger("gateway.access")
 

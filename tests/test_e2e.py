@@ -192,6 +192,14 @@ async def test_gateways_see_the_client_address_nginx_saw(stack: Stack):
     assert (line["client_ip"], line["status"], line["limit"]) == ("127.0.0.4", 200, "allowed")
 
 
+async def test_nginx_keeps_metrics_off_the_public_port(stack: Stack):
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{stack.url}/metrics") as response:
+            assert response.status == 404
+        async with session.get(f"{stack.url}/healthz") as response:
+            assert response.status == 200
+
+
 async def test_a_forged_forwarded_for_stays_in_its_bucket(stack: Stack):
     assert await burst(stack, "127.0.0.5", LIMIT) == {200: LIMIT}
     async with client("127.0.0.5") as session:
