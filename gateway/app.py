@@ -22,6 +22,7 @@ from gateway.middleware import (
     rate_limited,
 )
 from gateway.ops import add_ops_routes
+from gateway.passthrough import relay_models, relay_post
 from gateway.upstream import Upstream, client_timeout
 
 
@@ -73,5 +74,9 @@ def create_app(
     app.cleanup_ctx.append(upstream_ctx)
     app.router.add_post(settings.route, rate_limited(legacy_post))
     app.router.add_get(settings.route, rate_limited(legacy_get))
+    for path in ("/v1/chat/completions", "/v1/completions", "/v1/embeddings"):
+        app.router.add_post(path, rate_limited(relay_post))
+    app.router.add_get("/v1/models", rate_limited(relay_models))
+    app.router.add_get("/v1/models/{model}", rate_limited(relay_models))
     add_ops_routes(app)
     return app

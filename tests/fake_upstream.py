@@ -48,6 +48,8 @@ class FakeUpstream:
     status: int = 200  # 400, 401, 404, 429, 500 ... answer with OpenAI's error body
     error_message: str = "The model `nope` does not exist"
     first_byte_delay: float = 0.0  # before the response headers
+    hold_first_byte: asyncio.Event | None = None  # chat waits for it before the response headers
+    tool_arguments: str = '{"city": "Paris"}'  # a chat call offering tools gets a call to the first
     first_chunk_delay: float = 0.0  # after the headers, before the first event
     chunk_delay: float = 0.0  # between deltas
     cut_after: int | None = None  # deltas sent before the connection is dropped
@@ -128,12 +130,16 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     received = await _record(request)
     if fake.first_byte_delay:
         await asyncio.sleep(fake.first_byte_delay)
+    if fake.hold_first_byte is not None:
+        await fake.hold_first_byte.wait()
     refusal = _refusal(fake, received)
     if refusal is not None:
         return refusal
     body = received.body or {}
     model = str(body.get("model", "gpt-4o-mini"))
     created = int(time.time())
+    if body.get("tools") and not body.get("stream"):
+        return _tool_call(fake, body, model, created)
     if not body.get("stream"):
         return web.json_response(
             {
@@ -158,6 +164,29 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         )
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
     return await _stream(request, fake, model, created, include_usage)
+
+
+def _tool_call(fake: FakeUpstream, body: dict[str, Any], model: str, created: int) -> web.Response:
+    name = body["tools"][0]["function"]["name"]
+    call = {"id": "call_fake", "type": "function", "function": {"name": name}}
+    call["function"]["arguments"] = fake.tool_arguments
+    message = {"role": "assistant", "content": None, "tool_calls": [call]}
+    return web.json_response(
+        {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion",
+            "created": created,
+            "model": model,
+            "choices": [
+                {"index": 0, "message": message, "logprobs": None, "finish_reason": "tool_calls"}
+            ],
+            "usage": {
+                "prompt_tokens": fake.prompt_tokens,
+                "completion_tokens": 9,
+                "total_tokens": fake.prompt_tokens + 9,
+            },
+        }
+    )
 
 
 async def _stream(
