@@ -101,7 +101,7 @@ async def test_the_script_is_reloaded_after_noscript(gateway, own_redis: RedisSe
     [("local", [403, 403, 403, 429]), ("open", [403, 403, 403, 403]), ("closed", [503] * 4)],
 )
 async def test_redis_stopped_then_back(
-    gateway, own_redis, key_prefix, translator, mode, while_down
+    gateway, own_redis, key_prefix, translator, caplog, mode, while_down
 ):
     client = await gateway(
         REDIS_URL=own_redis.url, REDIS_FAILURE_MODE=mode, REDIS_TIMEOUT=0.25, MINUTE_LIMIT=3
@@ -117,6 +117,8 @@ async def test_redis_stopped_then_back(
         assert "RateLimit-Policy" in response.headers
     assert statuses == while_down
     assert limiter.state == mode
+    outage = [r for r in caplog.records if r.levelname == "WARNING" and "down" in r.getMessage()]
+    assert len(outage) == 1  # one warning per outage, not one per request
     if mode == "closed":
         body = await response.json()
         assert body["data"]["response"] == translator.translate("ru_RU", "limiter_unavailable")
