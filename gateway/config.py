@@ -81,6 +81,7 @@ class Settings:
     log_level: str = "INFO"
     shutdown_grace: float = 30.0
     limits: tuple[tuple[str, int, int], ...] = field(init=False)
+    budgets: tuple[tuple[str, int, int], ...] = field(init=False)
 
     def __post_init__(self) -> None:
         windows = (
@@ -90,6 +91,8 @@ class Settings:
             ("day", 86400, self.day_limit),
         )
         object.__setattr__(self, "limits", tuple(w for w in windows if w[2] > 0))
+        budgets = (("minute", 60, self.tokens_per_minute), ("day", 86400, self.tokens_per_day))
+        object.__setattr__(self, "budgets", tuple(b for b in budgets if b[2] > 0))
 
 
 def _text(env: Mapping[str, str], name: str) -> str | None:

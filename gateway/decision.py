@@ -17,6 +17,16 @@ class WindowState:
     limit: int
     remaining: int
     reset: int  # whole seconds, rounded up, until the window frees a unit; 0 if it holds none
+    unit: str = "requests"  # or "tokens", for a token budget
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """Tokens held for an admitted call until settle_tokens.lua charges what it used."""
+
+    member: str
+    tokens: int
+    source: str  # where it is held: redis, embedded or local
 
 
 @dataclass(frozen=True)
@@ -26,6 +36,8 @@ class Decision:
     windows: tuple[WindowState, ...] = ()  # empty when nothing is known (REDIS_FAILURE_MODE=open)
     blocked_by: WindowState | None = None
     source: str = "embedded"  # embedded, redis, cache (a refusal remembered), local, open
+    budgets: tuple[WindowState, ...] = ()  # token budgets, when the call carried tokens
+    reservation: Reservation | None = None  # what an admitted call holds against them
 
     @property
     def tightest(self) -> WindowState | None:
@@ -45,20 +57,40 @@ class Decision:
         return None if self.blocked_by is None else self.blocked_by.name
 
 
-def decide(limits: tuple[tuple[str, int, int], ...], verdict: Verdict, source: str) -> Decision:
-    """Turn a raw verdict (microseconds) into a Decision (whole seconds, rounded up)."""
+def decide(
+    limits: tuple[tuple[str, int, int], ...],
+    verdict: Verdict,
+    source: str,
+    budgets: tuple[tuple[str, int, int], ...] = (),
+    reservation: Reservation | None = None,
+) -> Decision:
+    """Turn a raw verdict (microseconds) into a Decision (whole seconds, rounded up).
+
+    Budgets' states follow the windows'; a budget refuses when the reservation does not fit.
+    """
     allowed, states = verdict
     windows = tuple(
         WindowState(name, seconds, limit, remaining, -(-reset // MICRO))
-        for (name, seconds, limit), (remaining, reset) in zip(limits, states, strict=True)
+        for (name, seconds, limit), (remaining, reset) in zip(
+            limits, states[: len(limits)], strict=True
+        )
+    )
+    held = tuple(
+        WindowState(name, seconds, limit, remaining, -(-reset // MICRO), "tokens")
+        for (name, seconds, limit), (remaining, reset) in zip(
+            budgets, states[len(limits) :], strict=True
+        )
     )
     if allowed:
-        return Decision(True, 0, windows, None, source)
-    wait, blocked = max(
-        ((reset, index) for index, (remaining, reset) in enumerate(states) if remaining == 0),
-        default=(0, 0),
-    )
-    return Decision(False, -(-wait // MICRO), windows, windows[blocked], source)
+        return Decision(True, 0, windows, None, source, held, reservation)
+    need = reservation.tokens if reservation is not None else 0
+    blocking = [(s[1], i) for i, s in enumerate(states[: len(limits)]) if s[0] == 0]
+    blocking += [
+        (s[1], len(limits) + i) for i, s in enumerate(states[len(limits) :]) if s[0] < need
+    ]
+    wait, blocked = max(blocking, default=(0, 0))
+    every = windows + held
+    return Decision(False, -(-wait // MICRO), windows, every[blocked], source, held)
 
 
 def rate_limit_headers(

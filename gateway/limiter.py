@@ -21,7 +21,14 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from gateway.config import Settings
-from gateway.decision import MICRO, Decision, WindowState, decide, rate_limit_headers
+from gateway.decision import (
+    MICRO,
+    Decision,
+    Reservation,
+    WindowState,
+    decide,
+    rate_limit_headers,
+)
 from gateway.errors import LimiterUnavailable
 from gateway.sliding_log import SlidingLog, Verdict, Window
 
@@ -40,6 +47,7 @@ __all__ = [
 
 RedisClient = Redis | RedisCluster
 SCRIPT = (files("gateway") / "rate_limit.lua").read_text(encoding="utf-8")
+SETTLE_SCRIPT = (files("gateway") / "settle_tokens.lua").read_text(encoding="utf-8")
 
 # Redis is declared down after this many failed calls in a row, each started after the previous
 # failure was seen: a burst of calls that time out together counts once, so a busy Redis stays.
@@ -53,6 +61,10 @@ _FAILURES = (RedisError, OSError, TimeoutError)
 def key_for(prefix: str, client: str) -> str:
     """One hash tag per client, so that every key of a client sits in one cluster slot."""
     return f"{prefix}:{{{client}}}:req"
+
+
+def budget_key_for(prefix: str, client: str) -> str:
+    return f"{prefix}:{{{client}}}:tok"
 
 
 def connect_redis(settings: Settings) -> RedisClient:
@@ -92,9 +104,12 @@ class Limiter:
         self.mode = settings.redis_failure_mode
         self.timeout = settings.redis_timeout
         self._windows = tuple((seconds * MICRO, limit) for _, seconds, limit in self.limits)
-        self._local = SlidingLog(self._windows)
+        self.budgets = settings.budgets
+        self._budgets = tuple((seconds * MICRO, limit) for _, seconds, limit in self.budgets)
+        self._local = SlidingLog(self._windows, self._budgets)
         self._redis = redis
         self._script = redis.register_script(SCRIPT) if redis is not None else None
+        self._settle = redis.register_script(SETTLE_SCRIPT) if redis is not None else None
         self._ids = itertools.count()
         self._id_prefix = os.urandom(6).hex()
         # (client, our clock?) -> (sent, refused until, states): tests' times never mix with ours
@@ -112,42 +127,79 @@ class Limiter:
             return "embedded"
         return self.mode if self._down else "redis"
 
-    async def hit(self, key: str, *, now_us: int | None = None) -> Decision:
+    async def hit(
+        self, key: str, *, tokens: int | None = None, now_us: int | None = None
+    ) -> Decision:
         """Count one request of client `key` if every window admits it.
 
+        With `tokens`, the same round trip also reserves that many tokens if every token budget
+        still has room for them; settle() later charges what the call used instead.
         `now_us` (microseconds) replaces Redis TIME and the local clock, for tests. With Redis, a
         call that fails or times out is decided by REDIS_FAILURE_MODE: the embedded limiter
         (local), admitted (open), or LimiterUnavailable (closed).
         """
-        if not self._windows:
+        metered = tokens is not None and bool(self._budgets)
+        if not self._windows and not metered:
             return Decision(True, 0, source="none")
         if self._script is None:
-            return decide(
-                self.limits,
-                self._local.hit(key, _now_us() if now_us is None else now_us),
-                "embedded",
-            )
+            return self._local_hit(key, tokens if metered else None, now_us, "embedded")
         sent = _monotonic_us() if now_us is None else now_us
         cached = self._cached_refusal((key, now_us is None), sent)
         if cached is not None:
             return cached
+        need = tokens if metered else None
         if self._down:
-            return self._fallback(key, now_us)
+            return self._fallback(key, need, now_us)
+        member = self._member()
+        keys, args = [key_for(self.prefix, key)], script_args(self._windows, now_us, member)
+        if need is not None:
+            keys.append(budget_key_for(self.prefix, key))
+            args += [len(self._budgets), *itertools.chain.from_iterable(self._budgets), need]
         started = time.monotonic()
         try:
             async with asyncio.timeout(self.timeout):
-                reply = await self._script(
-                    keys=[key_for(self.prefix, key)],
-                    args=script_args(self._windows, now_us, self._member()),
-                )
+                reply = await self._script(keys=keys, args=args)
         except _FAILURES as exc:
             self._failed(started, exc)
-            return self._fallback(key, now_us, exc)
+            return self._fallback(key, need, now_us, exc)
         self._streak = 0
         verdict = parse_reply(reply)
         if not verdict[0]:
             self._remember_refusal((key, now_us is None), sent, verdict)
-        return decide(self.limits, verdict, "redis")
+        if need is None:
+            return decide(self.limits, verdict, "redis")
+        return decide(
+            self.limits, verdict, "redis", self.budgets, Reservation(member, need, "redis")
+        )
+
+    async def settle(self, key: str, reservation: Reservation, tokens: int) -> None:
+        """Charge what an admitted call used in place of what it reserved; never raises.
+
+        A reservation Redis held while Redis is unreachable stays charged in full until its
+        windows pass: the budget errs towards the client having spent more, never less.
+        """
+        if reservation.source != "redis":
+            self._local.settle(key, reservation.member, tokens)
+            return
+        assert self._settle is not None
+        try:
+            async with asyncio.timeout(self.timeout):
+                await self._settle(
+                    keys=[budget_key_for(self.prefix, key)],
+                    args=[
+                        f"{reservation.member}:{reservation.tokens}",
+                        f"{reservation.member}:{tokens}",
+                    ],
+                )
+        except _FAILURES as exc:
+            log.warning("could not settle a token reservation (%s); it stays charged", _name(exc))
+
+    def _local_hit(self, key: str, need: int | None, now_us: int | None, source: str) -> Decision:
+        member = self._member()
+        verdict = self._local.hit(key, _now_us() if now_us is None else now_us, need, member)
+        if need is None:
+            return decide(self.limits, verdict, source)
+        return decide(self.limits, verdict, source, self.budgets, Reservation(member, need, source))
 
     async def ready(self) -> bool:
         """Whether requests can be decided: always, unless closed mode has no Redis to ask."""
@@ -174,14 +226,14 @@ class Limiter:
     def _member(self) -> str:
         return f"{self._id_prefix}{next(self._ids):x}"
 
-    def _fallback(self, key: str, now_us: int | None, exc: BaseException | None = None) -> Decision:
+    def _fallback(
+        self, key: str, need: int | None, now_us: int | None, exc: BaseException | None = None
+    ) -> Decision:
         if self.mode == "open":
             return Decision(True, 0, source="open")
         if self.mode == "closed":
             raise LimiterUnavailable(headers={"Retry-After": "1"}) from exc
-        return decide(
-            self.limits, self._local.hit(key, _now_us() if now_us is None else now_us), "local"
-        )
+        return self._local_hit(key, need, now_us, "local")
 
     def _failed(self, started: float, exc: BaseException) -> None:
         if started < self._last_failure:
@@ -230,6 +282,11 @@ class Limiter:
     def _remember_refusal(self, key: tuple[str, bool], sent: int, verdict: Verdict) -> None:
         # Measured from when the call was sent, before Redis read its clock: the earliest moment
         # Redis could admit the client, so the cache never refuses what Redis would admit.
+        # Only request windows are remembered: a token refusal depends on the call's size.
+        states = verdict[1][: len(self._windows)]
+        if not any(remaining == 0 for remaining, _ in states):
+            return
+        verdict = (False, states)
         wait = max(reset for remaining, reset in verdict[1] if remaining == 0)
         if len(self._refused) >= REFUSALS_CACHED:
             self._refused = {k: v for k, v in self._refused.items() if v[1] > sent}

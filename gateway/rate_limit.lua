@@ -11,8 +11,15 @@
 -- microseconds until window i frees a unit (0 when it holds nothing); when refused, the windows
 -- with remaining 0 are the ones that refused, and the largest of their resets is the exact wait.
 --
--- Later checks (token budgets) add their own keys, their own ARGV section after the request
--- windows and their own reply entries after these, and join the same `admit` verdict.
+-- Token budgets, when the call carries them, join the same verdict:
+-- KEYS[2]  sorted set of the client's token charges: score = time in microseconds,
+--          member = the request's unique id, a colon, and the tokens charged
+-- ARGV     after the request windows: m, the number of budgets, then m pairs: window length
+--          (microseconds), budget in tokens; then the tokens this call reserves
+-- Reply    after the request windows' entries: remaining_1, reset_1, ..., remaining_m, reset_m,
+--          where remaining counts tokens and reset is the exact wait until the reservation fits
+--          (when refused), or until the oldest charge leaves the window (when admitted).
+-- A reservation is settled later by settle_tokens.lua, which keeps its time and changes its tokens.
 
 -- Lua's tostring keeps 14 digits; microsecond times need 16.
 local function int(x)
@@ -85,12 +92,105 @@ local function reply_log(reply, windows, admitted)
   end
 end
 
+local function read_budgets(at)
+  local budgets = {}
+  local m = tonumber(ARGV[at]) or 0
+  for i = 1, m do
+    budgets[i] = {length = tonumber(ARGV[at + 2 * i - 1]), limit = tonumber(ARGV[at + 2 * i])}
+  end
+  return budgets, tonumber(ARGV[at + 2 * m + 1]) or 0
+end
+
+-- Charges inside the longest budget window, oldest first: {time, tokens}.
+local function read_charges(key, now, budgets)
+  local longest = 0
+  for _, b in ipairs(budgets) do
+    if b.length > longest then
+      longest = b.length
+    end
+  end
+  local raw = redis.call("ZRANGEBYSCORE", key, "(" .. int(now - longest), "+inf", "WITHSCORES")
+  local charges = {}
+  for i = 1, #raw, 2 do
+    charges[#charges + 1] = {tonumber(raw[i + 1]), tonumber(string.match(raw[i], ":(%d+)$"))}
+  end
+  return charges, longest
+end
+
+-- For each budget: the tokens charged in (now - length, now], and the wait until enough of them
+-- leave for `need` to fit (refused), or until the oldest leaves (admitted).
+local function check_budgets(charges, now, budgets, need)
+  local admit = true
+  for _, b in ipairs(budgets) do
+    local since = now - b.length
+    b.used = 0
+    b.release = 0
+    for _, c in ipairs(charges) do
+      if c[1] > since then
+        b.used = b.used + c[2]
+        if b.release == 0 then
+          b.release = c[1] + b.length - now
+        end
+      end
+    end
+    if b.used + need > b.limit then
+      admit = false
+      local excess = b.used + need - b.limit
+      b.release = b.length
+      for _, c in ipairs(charges) do
+        if c[1] > since then
+          excess = excess - c[2]
+          if excess <= 0 then
+            b.release = c[1] + b.length - now
+            break
+          end
+        end
+      end
+    end
+  end
+  return admit
+end
+
+local function record_charge(key, now, longest, member, need)
+  redis.call("ZREMRANGEBYSCORE", key, "-inf", int(now - longest))
+  redis.call("ZADD", key, int(now), member .. ":" .. int(need))
+  redis.call("PEXPIRE", key, int(math.ceil(longest / 1000)))
+end
+
+local function reply_budgets(reply, budgets, need, admitted)
+  for _, b in ipairs(budgets) do
+    if admitted then
+      reply[#reply + 1] = b.limit - b.used - need
+      if b.used == 0 then
+        reply[#reply + 1] = b.length
+      else
+        reply[#reply + 1] = b.release
+      end
+    else
+      reply[#reply + 1] = math.max(b.limit - b.used, 0)
+      reply[#reply + 1] = b.release
+    end
+  end
+end
+
 local now = clock()
-local windows = read_windows(3)
+local windows, after = read_windows(3)
+local budgets, need = read_budgets(after)
 local admit = check_log(KEYS[1], now, windows)
+local charges, longest = {}, 0
+if #budgets > 0 then
+  charges, longest = read_charges(KEYS[2], now, budgets)
+  admit = check_budgets(charges, now, budgets, need) and admit
+end
 if admit then
-  record_log(KEYS[1], now, windows, ARGV[2])
+  if #windows > 0 then
+    record_log(KEYS[1], now, windows, ARGV[2])
+  end
+  if #budgets > 0 then
+    record_charge(KEYS[2], now, longest, ARGV[2], need)
+  end
 end
 local reply = {admit and 1 or 0}
 reply_log(reply, windows, admit)
+reply_budgets(reply, budgets, need, admit)
 return reply

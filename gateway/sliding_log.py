@@ -8,8 +8,11 @@ from collections.abc import Sequence
 
 # (window length in microseconds, limit)
 Window = tuple[int, int]
-# (allowed, ((remaining, reset in microseconds), ...)): the script's reply, unflattened
+# (allowed, ((remaining, reset in microseconds), ...)): the script's reply, unflattened; token
+# budgets, when the call carries them, follow the request windows
 Verdict = tuple[bool, tuple[tuple[int, int], ...]]
+# A token charge: (time in microseconds, member, tokens)
+Charge = tuple[int, str, int]
 
 
 class SlidingLog:
@@ -19,15 +22,18 @@ class SlidingLog:
     client with none left there is forgotten.
     """
 
-    def __init__(self, windows: Sequence[Window]) -> None:
+    def __init__(self, windows: Sequence[Window], budgets: Sequence[Window] = ()) -> None:
         self.windows = tuple(windows)
         self.longest = max((length for length, _ in self.windows), default=0)
         self._logs: OrderedDict[str, list[int]] = OrderedDict()
+        self.budgets = tuple(budgets)
+        self.longest_budget = max((length for length, _ in self.budgets), default=0)
+        self._charges: OrderedDict[str, list[Charge]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._logs)
 
-    def hit(self, key: str, now: int) -> Verdict:
+    def hit(self, key: str, now: int, need: int | None = None, member: str = "") -> Verdict:
         log = self._logs.get(key, [])
         admit = True
         checks: list[tuple[int, int, int, int]] = []
@@ -42,19 +48,49 @@ class SlidingLog:
                     admit = False
                 release = log[first + skip] + length - now
             checks.append((length, limit, count, release))
-        if admit:
+        budgets = self.budgets if need is not None else ()
+        charges = [c for c in self._charges.get(key, []) if c[0] > now - self.longest_budget]
+        spent = [_spent(charges, now, length, limit, need or 0) for length, limit in budgets]
+        admit = admit and all(used + (need or 0) <= limit for _, limit, used, _ in spent)
+        if admit and self.windows:
             del log[: bisect.bisect_right(log, now - self.longest)]
             bisect.insort(log, now)
             self._logs[key] = log
             self._logs.move_to_end(key)
             self._forget_idle(now)
+        if admit and budgets:
+            bisect.insort(charges, (now, member, need or 0))
+            self._charges[key] = charges
+            self._charges.move_to_end(key)
+            self._forget_idle_charges(now)
+        if admit:
             states = tuple(
                 (limit - count - 1, length if count == 0 else release)
                 for length, limit, count, release in checks
+            ) + tuple(
+                (limit - used - (need or 0), length if used == 0 else release)
+                for length, limit, used, release in spent
             )
         else:
-            states = tuple((max(limit - count, 0), release) for _, limit, count, release in checks)
+            states = tuple(
+                (max(limit - count, 0), release) for _, limit, count, release in [*checks, *spent]
+            )
         return admit, states
+
+    def settle(self, key: str, member: str, tokens: int) -> None:
+        """settle_tokens.lua: the reservation keeps its time and takes the tokens used."""
+        charges = self._charges.get(key, [])
+        for index, (at, held, _) in enumerate(charges):
+            if held == member:
+                charges[index] = (at, member, tokens)
+                return
+
+    def _forget_idle_charges(self, now: int) -> None:
+        while self._charges:
+            key, charges = next(iter(self._charges.items()))
+            if charges and charges[-1][0] > now - self.longest_budget:
+                return
+            del self._charges[key]
 
     def _forget_idle(self, now: int) -> None:
         # Oldest admission first: stop at the first client still inside its longest window.
@@ -63,3 +99,21 @@ class SlidingLog:
             if log and log[-1] > now - self.longest:
                 return
             del self._logs[key]
+
+
+def _spent(
+    charges: list[Charge], now: int, length: int, limit: int, need: int
+) -> tuple[int, int, int, int]:
+    """rate_limit.lua's check_budgets for one budget: (length, limit, tokens used, release)."""
+    inside = [(at, tokens) for at, _, tokens in charges if at > now - length]
+    used = sum(tokens for _, tokens in inside)
+    release = inside[0][0] + length - now if inside else 0
+    if used + need > limit:
+        excess = used + need - limit
+        release = length
+        for at, tokens in inside:
+            excess -= tokens
+            if excess <= 0:
+                release = at + length - now
+                break
+    return length, limit, used, release

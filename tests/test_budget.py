@@ -7,6 +7,7 @@ import json
 import pytest
 
 from gateway.budget import Meter, prompt_estimate, usage_tokens, with_usage, worst_case
+from tests.test_limiter import REAL, _backend
 
 
 @pytest.mark.parametrize(
@@ -128,3 +129,85 @@ async def test_meter_settles_once():
     await meter.settle()
     await meter.settle()
     assert charges == [5]
+
+
+# The limiter's token budgets, on every backend (embedded, fakeredis, real Redis).
+
+S = 1_000_000
+T0 = 1_700_000_000_123_457
+
+
+@pytest.fixture(params=["embedded", "fake", REAL])
+async def backend(request, key_prefix):
+    async for make in _backend(request, request.param, key_prefix):
+        yield make
+
+
+def budget(decision, name: str = "minute"):
+    return next(b for b in decision.budgets if b.name == name)
+
+
+async def test_tokens_are_reserved_and_refused_with_an_exact_wait(backend):
+    limiter = backend(TOKENS_PER_MINUTE=100)
+    first = await limiter.hit("c", tokens=60, now_us=T0)
+    assert first.allowed and first.reservation.tokens == 60
+    assert (budget(first).remaining, budget(first).reset, budget(first).unit) == (40, 60, "tokens")
+    refused = await limiter.hit("c", tokens=50, now_us=T0 + 10 * S)
+    assert (refused.allowed, refused.retry_after, refused.reservation) == (False, 50, None)
+    assert refused.blocked_by == budget(refused) and budget(refused).remaining == 40
+    assert (await limiter.hit("c", tokens=40, now_us=T0 + 10 * S)).allowed
+    full = await limiter.hit("c", tokens=1, now_us=T0 + 20 * S)
+    assert (full.allowed, full.retry_after) == (False, 40)
+    assert not (await limiter.hit("c", tokens=60, now_us=T0 + 60 * S - 1)).allowed
+    assert (await limiter.hit("c", tokens=60, now_us=T0 + 60 * S)).allowed
+
+
+async def test_settling_keeps_the_time_and_charges_what_was_used(backend):
+    limiter = backend(TOKENS_PER_MINUTE=100)
+    held = await limiter.hit("c", tokens=90, now_us=T0)
+    assert not (await limiter.hit("c", tokens=85, now_us=T0 + S)).allowed
+    await limiter.settle("c", held.reservation, 15)
+    assert (await limiter.hit("c", tokens=85, now_us=T0 + S)).allowed
+    refused = await limiter.hit("c", tokens=1, now_us=T0 + 2 * S)
+    assert (refused.retry_after, budget(refused).remaining) == (58, 0)
+    # Settling what already left the windows changes nothing.
+    await limiter.settle("c", held.reservation, 1000)
+    assert (await limiter.hit("c", tokens=100, now_us=T0 + 61 * S + 1)).allowed
+
+
+async def test_a_refusal_records_neither_the_request_nor_the_tokens(backend):
+    limiter = backend(MINUTE_LIMIT=5, TOKENS_PER_MINUTE=100)
+    assert (await limiter.hit("c", tokens=80, now_us=T0)).allowed
+    for i in range(3):
+        refused = await limiter.hit("c", tokens=30, now_us=T0 + i)
+        assert refused.blocked_by.unit == "tokens"
+    admitted = await limiter.hit("c", tokens=20, now_us=T0 + 5)
+    assert admitted.allowed and admitted.remaining == 3 and budget(admitted).remaining == 0
+
+
+async def test_a_request_window_refuses_before_any_token_is_reserved(backend):
+    limiter = backend(MINUTE_LIMIT=1, TOKENS_PER_MINUTE=1000)
+    assert (await limiter.hit("c", tokens=10, now_us=T0)).allowed
+    refused = await limiter.hit("c", tokens=10, now_us=T0 + S)
+    assert (refused.window, refused.blocked_by.unit, refused.retry_after) == (
+        "minute",
+        "requests",
+        59,
+    )
+    assert budget(refused).remaining == 990
+
+
+async def test_the_day_budget_outlasts_the_minute(backend):
+    limiter = backend(TOKENS_PER_MINUTE=100, TOKENS_PER_DAY=150)
+    assert (await limiter.hit("c", tokens=100, now_us=T0)).allowed
+    refused = await limiter.hit("c", tokens=60, now_us=T0 + 61 * S)
+    assert (refused.window, refused.retry_after) == ("day", 86400 - 61)
+    assert budget(refused, "minute").remaining == 100
+    assert (await limiter.hit("c", tokens=50, now_us=T0 + 61 * S)).allowed
+
+
+async def test_without_tokens_a_budget_changes_nothing(backend):
+    limiter = backend(TOKENS_PER_MINUTE=10)
+    plain = await limiter.hit("c", now_us=T0)
+    assert plain.allowed and plain.budgets == () and plain.reservation is None
+    assert (await limiter.hit("c", tokens=10, now_us=T0)).allowed
