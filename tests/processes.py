@@ -6,7 +6,6 @@ import asyncio
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,15 +17,11 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from tests.redis_server import free_port as free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 # Long enough for a cold start on a loaded two-core machine; a wait that ends early costs nothing.
 START_DEADLINE = 30.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def base_env(**settings: str) -> dict[str, str]:
@@ -153,8 +148,12 @@ async def wait_until_refused(host: str, port: int, deadline: float = START_DEADL
             _, writer = await asyncio.open_connection(host, port)
         except ConnectionRefusedError:
             return
-        writer.close()
-        await writer.wait_closed()
+        except ConnectionResetError:
+            # Caught in the accept queue as the listener closed: the next try is refused.
+            pass
+        else:
+            writer.close()
+            await writer.wait_closed()
         if time.monotonic() > give_up:
             raise AssertionError(f"{host}:{port} still accepts connections after {deadline}s")
         await asyncio.sleep(0.02)
