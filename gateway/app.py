@@ -18,6 +18,7 @@ from gateway.metrics import Metrics
 from gateway.middleware import (
     add_rate_limit_headers,
     error_middleware,
+    metered,
     rate_limit_middleware,
     rate_limited,
 )
@@ -72,10 +73,10 @@ def create_app(
     app.on_response_prepare.append(add_rate_limit_headers)
     app.cleanup_ctx.append(partial(limiter_ctx, redis=redis))
     app.cleanup_ctx.append(upstream_ctx)
-    app.router.add_post(settings.route, rate_limited(legacy_post))
+    app.router.add_post(settings.route, rate_limited(metered(legacy_post)))
     app.router.add_get(settings.route, rate_limited(legacy_get))
     for path in ("/v1/chat/completions", "/v1/completions", "/v1/embeddings"):
-        app.router.add_post(path, rate_limited(relay_post))
+        app.router.add_post(path, rate_limited(metered(relay_post)))
     app.router.add_get("/v1/models", rate_limited(relay_models))
     app.router.add_get("/v1/models/{model}", rate_limited(relay_models))
     add_ops_routes(app)

@@ -4,19 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable, Mapping
+import time
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from contextlib import aclosing
 from typing import Any
 
+from aiohttp import web
+
 from gateway.config import Settings
+from gateway.errors import RateLimited
+from gateway.keys import BUCKET_KEY, DECISION_KEY, LIMITER_KEY, LIMITER_SECONDS_KEY, SETTINGS_KEY
+from gateway.middleware import is_metered, refuse
+from gateway.upstream import Delta
+
+Settle = Callable[[int], Awaitable[None]]
 
 # Tokens are counted by the upstream; before it has, a prompt is taken as one token per four bytes
 # of the request body (tools and schemas count as prompt too), which errs on the high side.
 BYTES_PER_TOKEN = 4
 _INJECTED = b'"stream_options":{"include_usage":true},'
-
-
-def budgets_enabled(settings: Settings) -> bool:
-    return bool(settings.tokens_per_minute or settings.tokens_per_day)
 
 
 def prompt_estimate(size: int) -> int:
@@ -80,11 +86,7 @@ class Meter:
     """
 
     def __init__(
-        self,
-        prompt: int,
-        *,
-        hide_usage: bool = False,
-        settle: Callable[[int], Awaitable[None]] | None = None,
+        self, prompt: int, *, hide_usage: bool = False, settle: Settle | None = None
     ) -> None:
         self.prompt = prompt
         self.hide_usage = hide_usage
@@ -129,3 +131,63 @@ class Meter:
         if self.usage is not None:
             return self.usage
         return self.prompt + self.produced if self.answered else 0
+
+
+async def reserve(request: web.Request, tokens: int) -> Settle | None:
+    """Admit a metered call: count the request and reserve `tokens` in one limiter round trip.
+
+    Raises the 429; returns what settles the reservation, or None if nothing was reserved
+    (REDIS_FAILURE_MODE=open while Redis is down).
+    """
+    settings: Settings = request.app[SETTINGS_KEY]
+    for window, _, budget in settings.budgets:
+        if tokens > budget:
+            # Waiting would not help: tell the SDKs not to retry.
+            headers = {"x-should-retry": "false"}
+            raise RateLimited(
+                "token_request_too_large",
+                headers=headers,
+                tokens=tokens,
+                limit=budget,
+                window=window,
+            )
+    limiter = request.app[LIMITER_KEY]
+    key = request[BUCKET_KEY]
+    started = time.perf_counter()
+    try:
+        decision = await limiter.hit(key, tokens=tokens)
+    finally:
+        request[LIMITER_SECONDS_KEY] = time.perf_counter() - started
+    request[DECISION_KEY] = decision
+    refuse(decision)
+    reservation = decision.reservation
+    if reservation is None:
+        return None
+
+    async def settle(used: int) -> None:
+        await limiter.settle(key, reservation, used)
+
+    return settle
+
+
+async def meter_for(request: web.Request, size: int, worst: int) -> Meter | None:
+    """A meter for a call whose body is `size` bytes, admitted with `worst` tokens reserved;
+    None when no token budget applies."""
+    if not is_metered(request):
+        return None
+    settle = await reserve(request, worst)
+    return None if settle is None else Meter(prompt_estimate(size), settle=settle)
+
+
+async def metered_deltas(
+    deltas: AsyncGenerator[Delta, None], meter: Meter
+) -> AsyncGenerator[Delta, None]:
+    """The legacy route's deltas, counted as they pass."""
+    async with aclosing(deltas):
+        async for delta in deltas:
+            meter.answered = True
+            if delta.prompt_tokens or delta.completion_tokens:
+                meter.usage = delta.prompt_tokens + delta.completion_tokens
+            elif delta.text:
+                meter.produced += 1
+            yield delta

@@ -23,6 +23,7 @@ METRICS_KEY = web.AppKey("METRICS_KEY", Metrics)
 # Per-request values; aiohttp >= 3.14 warns on plain string keys.
 LANGUAGE_KEY = web.RequestKey("LANGUAGE_KEY", str)
 CLIENT_IP_KEY = web.RequestKey("CLIENT_IP_KEY", str)
+BUCKET_KEY = web.RequestKey("BUCKET_KEY", str)  # the client's limiter key, kept for a late hit
 DECISION_KEY: web.RequestKey[Decision] = web.RequestKey("DECISION_KEY")
 REQUEST_ID_KEY = web.RequestKey("REQUEST_ID_KEY", str)
 LIMITER_SECONDS_KEY = web.RequestKey("LIMITER_SECONDS_KEY", float)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import aclosing
@@ -12,6 +13,7 @@ from aiohttp import web
 from openai.types.chat import ChatCompletionMessageParam
 
 from gateway.body import read_json_object
+from gateway.budget import meter_for, metered_deltas, prompt_estimate
 from gateway.errors import BadRequest, Forbidden, GatewayError, Unauthorized
 from gateway.keys import SETTINGS_KEY, UPSTREAM_KEY
 from gateway.render import dumps, failure_envelope
@@ -143,16 +145,26 @@ async def legacy_post(request: web.Request) -> web.StreamResponse:
     if key is None:
         raise Unauthorized()
     messages = call.messages()
+    sent = [m.as_dict() for m in messages]
+    size = len(json.dumps(sent, ensure_ascii=False).encode())
+    meter = await meter_for(request, size, prompt_estimate(size) + call.max_tokens)
     deltas = request.app[UPSTREAM_KEY].stream_chat(
         api_key=key,
         model=call.model,
-        messages=cast(list[ChatCompletionMessageParam], [m.as_dict() for m in messages]),
+        messages=cast(list[ChatCompletionMessageParam], sent),
         max_tokens=call.max_tokens,
+        include_usage=meter is not None,
     )
-    async with aclosing(deltas):
-        if call.stream:
-            return await _relay(request, deltas, messages)
-        answer = "".join([delta.text async for delta in deltas])
+    if meter is not None:
+        deltas = metered_deltas(deltas, meter)
+    try:
+        async with aclosing(deltas):
+            if call.stream:
+                return await _relay(request, deltas, messages)
+            answer = "".join([delta.text async for delta in deltas])
+    finally:
+        if meter is not None:
+            await meter.settle()
     return web.json_response(success_envelope(messages, answer), dumps=dumps)
 
 

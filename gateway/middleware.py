@@ -11,18 +11,20 @@ from aiohttp.typedefs import Handler
 from gateway.client_ip import bucket, client_address
 from gateway.errors import GatewayError, MethodNotAllowed, NotFound, PayloadTooLarge, RateLimited
 from gateway.keys import (
+    BUCKET_KEY,
     CLIENT_IP_KEY,
     DECISION_KEY,
     LIMITER_KEY,
     LIMITER_SECONDS_KEY,
     SETTINGS_KEY,
 )
-from gateway.limiter import rate_limit_headers
+from gateway.limiter import Decision, rate_limit_headers
 from gateway.render import dumps, error_body
 
 log = logging.getLogger(__name__)
 
 _LIMITED = "_gateway_rate_limited"
+_METERED = "_gateway_metered"
 
 
 def rate_limited(handler: Handler) -> Handler:
@@ -33,6 +35,34 @@ def rate_limited(handler: Handler) -> Handler:
 
 def is_rate_limited(request: web.Request) -> bool:
     return bool(getattr(request.match_info.handler, _LIMITED, False))
+
+
+def metered(handler: Handler) -> Handler:
+    """Mark a limited handler that counts tokens: with a token budget set, it is admitted by
+    budget.reserve once it has read its body, in the same round trip as the request count."""
+    setattr(handler, _METERED, True)
+    return handler
+
+
+def is_metered(request: web.Request) -> bool:
+    if not request.app[SETTINGS_KEY].budgets:
+        return False
+    return bool(getattr(request.match_info.handler, _METERED, False))
+
+
+def refuse(decision: Decision) -> None:
+    """Raise the 429 for a refused decision: a request window's, or a token budget's."""
+    blocked = decision.blocked_by
+    if decision.allowed or blocked is None:
+        return
+    code = "token_budget_exceeded" if blocked.unit == "tokens" else "too_many_requests"
+    raise RateLimited(
+        code,
+        headers={"Retry-After": str(decision.retry_after)},
+        limit=blocked.limit,
+        window=blocked.name,
+        seconds=decision.retry_after,
+    )
 
 
 def _from_http(request: web.Request, exc: web.HTTPException) -> GatewayError | None:
@@ -78,19 +108,16 @@ async def rate_limit_middleware(request: web.Request, handler: Handler) -> web.S
         request[CLIENT_IP_KEY] = str(address)
     if not is_rate_limited(request):
         return await handler(request)
+    if is_metered(request):
+        request[BUCKET_KEY] = bucket(address, settings.ipv6_prefix)
+        return await handler(request)
     started = time.perf_counter()
     try:
         decision = await request.app[LIMITER_KEY].hit(bucket(address, settings.ipv6_prefix))
     finally:
         request[LIMITER_SECONDS_KEY] = time.perf_counter() - started
     request[DECISION_KEY] = decision
-    if not decision.allowed and decision.blocked_by is not None:
-        raise RateLimited(
-            headers={"Retry-After": str(decision.retry_after)},
-            limit=decision.blocked_by.limit,
-            window=decision.blocked_by.name,
-            seconds=decision.retry_after,
-        )
+    refuse(decision)
     return await handler(request)
 
 

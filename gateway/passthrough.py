@@ -16,7 +16,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from gateway.body import parse_json_object, read_body
-from gateway.budget import Meter
+from gateway.budget import Meter, meter_for, with_usage, worst_case
 from gateway.errors import GatewayError, NotFound, Unauthorized, UpstreamUnavailable
 from gateway.keys import SETTINGS_KEY, UPSTREAM_KEY
 from gateway.render import openai_error
@@ -241,8 +241,13 @@ async def _relay_stream(
     chunk = await beat.wait(_read(opened))
     while chunk:
         for event in splitter.feed(chunk):
-            ended = ended or _ends_stream(event)
-            if meter is None or meter.observe_event(event_data(event)):
+            last = _ends_stream(event)
+            ended = ended or last
+            shown = meter is None or meter.observe_event(event_data(event))
+            if last and meter is not None:
+                # Charged before the client sees the end, so its next call finds it settled.
+                await meter.settle()
+            if shown:
                 await _send(response, request, event)
         chunk = await _read(opened)
     if not ended:
@@ -259,7 +264,17 @@ async def relay_post(request: web.Request) -> web.StreamResponse:
     raw = await read_body(request)
     call = parse_json_object(request, raw)
     path = request.path.removeprefix("/v1/")
-    return await relay(request, "POST", path, key=key, body=raw, stream=call.get("stream") is True)
+    stream = call.get("stream") is True
+    reserve = request.app[SETTINGS_KEY].default_reserve_tokens
+    worst = worst_case(call, len(raw), reserve, completes=path != "embeddings")
+    meter = await meter_for(request, len(raw), worst)
+    if meter is not None and stream:
+        raw, meter.hide_usage = with_usage(raw, call)
+    try:
+        return await relay(request, "POST", path, key=key, body=raw, stream=stream, meter=meter)
+    finally:
+        if meter is not None:
+            await meter.settle()
 
 
 async def relay_models(request: web.Request) -> web.StreamResponse:
