@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import json
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import openai
@@ -253,3 +256,20 @@ async def test_the_sdk_waits_out_our_retry_after_and_gets_through(make_client, f
     assert retries == 1
     assert completion.choices[0].message.content == "Hello, world!"
     assert [r.path for r in fake.received] == ["/v1/models", "/v1/chat/completions"]
+
+
+async def test_the_readme_example_works(client, fake: FakeUpstream):
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Use it with the OpenAI SDK\n", 1)[1]
+    example = section.split("```python\n", 1)[1].split("```", 1)[0]
+    assert 'base_url="http://localhost:5000/v1"' in example
+    code = example.replace("http://localhost:5000/v1", str(client.make_url("/v1")))
+    printed = io.StringIO()
+
+    def run() -> None:
+        with contextlib.redirect_stdout(printed):
+            exec(code, {})
+
+    await asyncio.to_thread(run)
+    assert printed.getvalue() == "Hello, world!\nHello, world!\n"
+    assert [r.key for r in fake.received] == ["sk-your-openai-key"] * 2
