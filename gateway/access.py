@@ -74,6 +74,14 @@ def upstream_tokens(prompt: int, completion: int) -> None:
         exchange.prompt_tokens, exchange.completion_tokens = prompt, completion
 
 
+def upstream_usage(usage: object) -> None:
+    """Note an OpenAI `usage` object (from a JSON body or a stream's last chunk) if it is one."""
+    if isinstance(usage, dict):
+        prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        if isinstance(prompt, int) and isinstance(completion, int):
+            upstream_tokens(prompt, completion)
+
+
 def request_id(request: web.BaseRequest) -> str:
     """The client's X-Request-ID if short and safe, else one we make; the same all request long."""
     chosen = request.get(REQUEST_ID_KEY)

@@ -11,6 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.access import upstream_usage
 from gateway.config import Settings
 from gateway.errors import RateLimited
 from gateway.keys import BUCKET_KEY, DECISION_KEY, LIMITER_KEY, LIMITER_SECONDS_KEY, SETTINGS_KEY
@@ -111,12 +112,15 @@ class Meter:
         used = usage_tokens(chunk.get("usage"))
         if used is None:
             return True
+        upstream_usage(chunk["usage"])
         self.usage = used
         return not (self.hide_usage and not choices)
 
     def observe_body(self, body: bytes) -> None:
         try:
-            self.usage = usage_tokens(json.loads(body).get("usage"))
+            usage = json.loads(body).get("usage")
+            self.usage = usage_tokens(usage)
+            upstream_usage(usage)
         except (ValueError, AttributeError):
             return
 

@@ -204,3 +204,16 @@ async def test_the_limit_decision_is_logged_and_a_429_carries_the_id(make_client
         (429, "limited:minute", "embedded"),
     ]
     assert "upstream_ms" not in lines[1]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_tokens_of_a_metered_v1_call_are_logged(make_client, caplog, access_waiter, stream):
+    client = await make_client(TOKENS_PER_MINUTE=100_000)
+    caplog.set_level(logging.INFO)
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}]}
+    response = await client.post("/v1/chat/completions", json={**body, "stream": stream})
+    assert response.status == 200
+    await response.read()
+    await asyncio.wait_for(access_waiter.logged.wait(), timeout=10)
+    (line,) = access_lines(caplog)
+    assert (line["prompt_tokens"], line["completion_tokens"]) == (11, 4)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 import sys
 import uuid
@@ -190,6 +191,28 @@ async def test_gateways_see_the_client_address_nginx_saw(stack: Stack):
             pass
     (line,) = [x for x in stack.access_lines() if x["request_id"] == "real-address-1"]
     assert (line["client_ip"], line["status"], line["limit"]) == ("127.0.0.4", 200, "allowed")
+
+
+async def logged(process: Process, text: str) -> None:
+    """Wait for text in a process's log: nginx writes its line just after the response."""
+    for _ in range(500):
+        if text in process.output():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{text!r} never logged:\n{process.output()}")
+
+
+async def test_nginx_and_the_gateway_share_one_request_id(stack: Stack):
+    async with client("127.0.0.8") as session, session.get(f"{stack.url}/healthz") as response:
+        made = response.headers["X-Request-ID"]
+    assert re.fullmatch(r"[0-9a-f]{32}", made)
+    # The id the gateway returned is the one nginx made and logged; a client's own passes through.
+    await logged(stack.others[0], f"rid={made} ")
+    async with client("127.0.0.8") as session:
+        headers = {"X-Request-ID": "client-chosen-1"}
+        async with session.get(f"{stack.url}/healthz", headers=headers) as response:
+            assert response.headers["X-Request-ID"] == "client-chosen-1"
+    await logged(stack.others[0], "rid=client-chosen-1 ")
 
 
 async def test_nginx_keeps_metrics_off_the_public_port(stack: Stack):
