@@ -63,8 +63,9 @@ def key_for(prefix: str, client: str) -> str:
     return f"{prefix}:{{{client}}}:req"
 
 
-def budget_key_for(prefix: str, client: str) -> str:
-    return f"{prefix}:{{{client}}}:tok"
+def budget_keys_for(prefix: str, client: str) -> list[str]:
+    """The client's token charges and their running totals, in the client's slot."""
+    return [f"{prefix}:{{{client}}}:tok", f"{prefix}:{{{client}}}:tok-sum"]
 
 
 def connect_redis(settings: Settings) -> RedisClient:
@@ -153,7 +154,7 @@ class Limiter:
         member = self._member()
         keys, args = [key_for(self.prefix, key)], script_args(self._windows, now_us, member)
         if need is not None:
-            keys.append(budget_key_for(self.prefix, key))
+            keys += budget_keys_for(self.prefix, key)
             args += [len(self._budgets), *itertools.chain.from_iterable(self._budgets), need]
         started = time.monotonic()
         try:
@@ -185,10 +186,12 @@ class Limiter:
         try:
             async with asyncio.timeout(self.timeout):
                 await self._settle(
-                    keys=[budget_key_for(self.prefix, key)],
+                    keys=budget_keys_for(self.prefix, key),
                     args=[
                         f"{reservation.member}:{reservation.tokens}",
                         f"{reservation.member}:{tokens}",
+                        tokens - reservation.tokens,
+                        *(length for length, _ in self._budgets),
                     ],
                 )
         except _FAILURES as exc:

@@ -14,12 +14,16 @@
 -- Token budgets, when the call carries them, join the same verdict:
 -- KEYS[2]  sorted set of the client's token charges: score = time in microseconds,
 --          member = the request's unique id, a colon, and the tokens charged
+-- KEYS[3]  hash of running totals, per budget window length L: "u:L", the tokens charged in
+--          the window as of "w:L", the time up to which charges that left it were subtracted
 -- ARGV     after the request windows: m, the number of budgets, then m pairs: window length
 --          (microseconds), budget in tokens; then the tokens this call reserves
 -- Reply    after the request windows' entries: remaining_1, reset_1, ..., remaining_m, reset_m,
 --          where remaining counts tokens and reset is the exact wait until the reservation fits
 --          (when refused), or until the oldest charge leaves the window (when admitted).
--- A reservation is settled later by settle_tokens.lua, which keeps its time and changes its tokens.
+-- The totals make a decision cost the charges that left a window since the last one, not every
+-- charge of the day. A reservation is settled later by settle_tokens.lua, which keeps its time
+-- and changes its tokens (and the totals that still count it).
 
 -- Lua's tostring keeps 14 digits; microsecond times need 16.
 local function int(x)
@@ -101,60 +105,84 @@ local function read_budgets(at)
   return budgets, tonumber(ARGV[at + 2 * m + 1]) or 0
 end
 
--- Charges inside the longest budget window, oldest first: {time, tokens}.
-local function read_charges(key, now, budgets)
-  local longest = 0
-  for _, b in ipairs(budgets) do
-    if b.length > longest then
-      longest = b.length
-    end
-  end
-  local raw = redis.call("ZRANGEBYSCORE", key, "(" .. int(now - longest), "+inf", "WITHSCORES")
-  local charges = {}
-  for i = 1, #raw, 2 do
-    charges[#charges + 1] = {tonumber(raw[i + 1]), tonumber(string.match(raw[i], ":(%d+)$"))}
-  end
-  return charges, longest
+local function tokens_of(member)
+  return tonumber(string.match(member, ":(%d+)$"))
 end
 
--- For each budget: the tokens charged in (now - length, now], and the wait until enough of them
--- leave for `need` to fit (refused), or until the oldest leaves (admitted).
-local function check_budgets(charges, now, budgets, need)
-  local admit = true
-  for _, b in ipairs(budgets) do
-    local since = now - b.length
-    b.used = 0
-    b.release = 0
-    for _, c in ipairs(charges) do
-      if c[1] > since then
-        b.used = b.used + c[2]
-        if b.release == 0 then
-          b.release = c[1] + b.length - now
-        end
+local function sum(members)
+  local total = 0
+  for _, member in ipairs(members) do
+    total = total + tokens_of(member)
+  end
+  return total
+end
+
+-- Each budget's tokens charged in (now - length, now]: the running total, less what left the
+-- window since its watermark (or, with no total yet, a full count).
+local function read_budget(key, totals, now, b)
+  b.cut = now - b.length
+  local mark = redis.call("HGET", totals, "w:" .. b.length)
+  if not mark then
+    b.used = sum(redis.call("ZRANGEBYSCORE", key, "(" .. int(b.cut), "+inf"))
+    return
+  end
+  mark = tonumber(mark)
+  b.used = tonumber(redis.call("HGET", totals, "u:" .. b.length)) or 0
+  if b.cut > mark then
+    b.used = b.used - sum(redis.call("ZRANGEBYSCORE", key, "(" .. int(mark), int(b.cut)))
+  else
+    b.cut = mark
+  end
+end
+
+-- The wait until the oldest charge leaves (admitted), or until enough have left for `need` to
+-- fit (refused); charges are read oldest first, a few at a time, only as far as needed.
+local function release(key, now, b, excess)
+  local offset = 0
+  while true do
+    local page = redis.call(
+      "ZRANGEBYSCORE", key, "(" .. int(b.cut), "+inf", "WITHSCORES", "LIMIT", offset, 32)
+    if #page == 0 then
+      return b.length
+    end
+    for i = 1, #page, 2 do
+      excess = excess - tokens_of(page[i])
+      if excess <= 0 then
+        return tonumber(page[i + 1]) + b.length - now
       end
     end
+    offset = offset + #page / 2
+  end
+end
+
+local function check_budgets(key, totals, now, budgets, need)
+  local admit = true
+  for _, b in ipairs(budgets) do
+    read_budget(key, totals, now, b)
     if b.used + need > b.limit then
       admit = false
-      local excess = b.used + need - b.limit
-      b.release = b.length
-      for _, c in ipairs(charges) do
-        if c[1] > since then
-          excess = excess - c[2]
-          if excess <= 0 then
-            b.release = c[1] + b.length - now
-            break
-          end
-        end
-      end
+      b.release = release(key, now, b, b.used + need - b.limit)
+    elseif b.used > 0 then
+      b.release = release(key, now, b, 0)
+    else
+      b.release = 0
     end
   end
   return admit
 end
 
-local function record_charge(key, now, longest, member, need)
+local function record_charge(key, totals, now, budgets, member, need)
+  local longest = 0
+  for _, b in ipairs(budgets) do
+    if b.length > longest then
+      longest = b.length
+    end
+    redis.call("HSET", totals, "u:" .. b.length, int(b.used + need), "w:" .. b.length, int(b.cut))
+  end
   redis.call("ZREMRANGEBYSCORE", key, "-inf", int(now - longest))
   redis.call("ZADD", key, int(now), member .. ":" .. int(need))
   redis.call("PEXPIRE", key, int(math.ceil(longest / 1000)))
+  redis.call("PEXPIRE", totals, int(math.ceil(longest / 1000)))
 end
 
 local function reply_budgets(reply, budgets, need, admitted)
@@ -177,17 +205,15 @@ local now = clock()
 local windows, after = read_windows(3)
 local budgets, need = read_budgets(after)
 local admit = check_log(KEYS[1], now, windows)
-local charges, longest = {}, 0
 if #budgets > 0 then
-  charges, longest = read_charges(KEYS[2], now, budgets)
-  admit = check_budgets(charges, now, budgets, need) and admit
+  admit = check_budgets(KEYS[2], KEYS[3], now, budgets, need) and admit
 end
 if admit then
   if #windows > 0 then
     record_log(KEYS[1], now, windows, ARGV[2])
   end
   if #budgets > 0 then
-    record_charge(KEYS[2], now, longest, ARGV[2], need)
+    record_charge(KEYS[2], KEYS[3], now, budgets, ARGV[2], need)
   end
 end
 local reply = {admit and 1 or 0}

@@ -28,7 +28,7 @@ class SlidingLog:
         self._logs: OrderedDict[str, list[int]] = OrderedDict()
         self.budgets = tuple(budgets)
         self.longest_budget = max((length for length, _ in self.budgets), default=0)
-        self._charges: OrderedDict[str, list[Charge]] = OrderedDict()
+        self._charges: OrderedDict[str, Charges] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._logs)
@@ -49,9 +49,9 @@ class SlidingLog:
                 release = log[first + skip] + length - now
             checks.append((length, limit, count, release))
         budgets = self.budgets if need is not None else ()
-        charges = [c for c in self._charges.get(key, []) if c[0] > now - self.longest_budget]
-        spent = [_spent(charges, now, length, limit, need or 0) for length, limit in budgets]
-        admit = admit and all(used + (need or 0) <= limit for _, limit, used, _ in spent)
+        charges = self._charges.get(key) or Charges()
+        spent = [charges.check(now, length, limit, need or 0) for length, limit in budgets]
+        admit = admit and all(used + (need or 0) <= limit for _, limit, used, _, _ in spent)
         if admit and self.windows:
             del log[: bisect.bisect_right(log, now - self.longest)]
             bisect.insort(log, now)
@@ -59,7 +59,7 @@ class SlidingLog:
             self._logs.move_to_end(key)
             self._forget_idle(now)
         if admit and budgets:
-            bisect.insort(charges, (now, member, need or 0))
+            charges.record(now, self.longest_budget, spent, member, need or 0)
             self._charges[key] = charges
             self._charges.move_to_end(key)
             self._forget_idle_charges(now)
@@ -69,26 +69,23 @@ class SlidingLog:
                 for length, limit, count, release in checks
             ) + tuple(
                 (limit - used - (need or 0), length if used == 0 else release)
-                for length, limit, used, release in spent
+                for length, limit, used, release, _ in spent
             )
         else:
             states = tuple(
-                (max(limit - count, 0), release) for _, limit, count, release in [*checks, *spent]
-            )
+                (max(limit - count, 0), release) for _, limit, count, release in checks
+            ) + tuple((max(limit - used, 0), release) for _, limit, used, release, _ in spent)
         return admit, states
 
     def settle(self, key: str, member: str, tokens: int) -> None:
-        """settle_tokens.lua: the reservation keeps its time and takes the tokens used."""
-        charges = self._charges.get(key, [])
-        for index, (at, held, _) in enumerate(charges):
-            if held == member:
-                charges[index] = (at, member, tokens)
-                return
+        charges = self._charges.get(key)
+        if charges is not None:
+            charges.settle(member, tokens)
 
     def _forget_idle_charges(self, now: int) -> None:
         while self._charges:
             key, charges = next(iter(self._charges.items()))
-            if charges and charges[-1][0] > now - self.longest_budget:
+            if charges.log and charges.log[-1][0] > now - self.longest_budget:
                 return
             del self._charges[key]
 
@@ -101,19 +98,63 @@ class SlidingLog:
             del self._logs[key]
 
 
-def _spent(
-    charges: list[Charge], now: int, length: int, limit: int, need: int
-) -> tuple[int, int, int, int]:
-    """rate_limit.lua's check_budgets for one budget: (length, limit, tokens used, release)."""
-    inside = [(at, tokens) for at, _, tokens in charges if at > now - length]
-    used = sum(tokens for _, tokens in inside)
-    release = inside[0][0] + length - now if inside else 0
-    if used + need > limit:
-        excess = used + need - limit
-        release = length
-        for at, tokens in inside:
-            excess -= tokens
-            if excess <= 0:
-                release = at + length - now
-                break
-    return length, limit, used, release
+class Charges:
+    """One client's token charges, oldest first, and a running total per budget window:
+    rate_limit.lua's KEYS[2] and KEYS[3], step for step."""
+
+    def __init__(self) -> None:
+        self.log: list[Charge] = []
+        self.totals: dict[int, tuple[int, int]] = {}  # length -> (tokens used, watermark)
+
+    def check(self, now: int, length: int, limit: int, need: int) -> tuple[int, int, int, int, int]:
+        """(length, limit, tokens used, release, watermark) for one budget."""
+        cut = now - length
+        first = bisect.bisect_right(self.log, cut, key=_time)
+        if length not in self.totals:
+            used = sum(tokens for _, _, tokens in self.log[first:])
+        else:
+            used, mark = self.totals[length]
+            if cut > mark:
+                gone = self.log[bisect.bisect_right(self.log, mark, key=_time) : first]
+                used -= sum(tokens for _, _, tokens in gone)
+            else:
+                cut = mark
+                first = bisect.bisect_right(self.log, cut, key=_time)
+        release = 0
+        if used + need > limit or used > 0:
+            excess = max(used + need - limit, 0)
+            release = length
+            for at, _, tokens in self.log[first:]:
+                excess -= tokens
+                if excess <= 0:
+                    release = at + length - now
+                    break
+        return length, limit, used, release, cut
+
+    def record(
+        self,
+        now: int,
+        longest: int,
+        spent: list[tuple[int, int, int, int, int]],
+        member: str,
+        need: int,
+    ) -> None:
+        for length, _, used, _, cut in spent:
+            self.totals[length] = (used + need, cut)
+        del self.log[: bisect.bisect_right(self.log, now - longest, key=_time)]
+        bisect.insort(self.log, (now, member, need), key=_time)
+
+    def settle(self, member: str, tokens: int) -> None:
+        """settle_tokens.lua: the reservation keeps its time and takes the tokens used."""
+        for index in range(len(self.log) - 1, -1, -1):
+            at, held, reserved = self.log[index]
+            if held == member:
+                self.log[index] = (at, member, tokens)
+                for length, (used, mark) in self.totals.items():
+                    if at > mark:
+                        self.totals[length] = (used + tokens - reserved, mark)
+                return
+
+
+def _time(charge: Charge) -> int:
+    return charge[0]

@@ -211,3 +211,62 @@ async def test_without_tokens_a_budget_changes_nothing(backend):
     plain = await limiter.hit("c", now_us=T0)
     assert plain.allowed and plain.budgets == () and plain.reservation is None
     assert (await limiter.hit("c", tokens=10, now_us=T0)).allowed
+
+
+class Oracle:
+    """Token budgets the plain way: every charge kept, every sum made from scratch."""
+
+    def __init__(self, budgets: list[tuple[int, int]]) -> None:
+        self.budgets = budgets
+        self.charges: dict[str, list[list[int]]] = {}
+
+    def hit(self, client: str, need: int, now: int) -> tuple[bool, int, list[int]]:
+        charges = self.charges.setdefault(client, [])
+        waits, left = [], []
+        for length, limit in self.budgets:
+            inside = [c for c in charges if c[0] > now - length]
+            used = sum(c[1] for c in inside)
+            left.append(limit - used)
+            if used + need > limit:
+                excess = used + need - limit
+                for at, tokens in inside:
+                    excess -= tokens
+                    if excess <= 0:
+                        waits.append(at + length - now)
+                        break
+        if waits:
+            return False, -(-max(waits) // S), [max(x, 0) for x in left]
+        charges.append([now, need])
+        return True, 0, [x - need for x in left]
+
+    def settle(self, client: str, index: int, tokens: int) -> None:
+        self.charges[client][index][1] = tokens
+
+
+async def test_budgets_agree_with_a_plain_model_over_random_calls(backend):
+    import random
+
+    rng = random.Random(20261126)
+    limiter = backend(TOKENS_PER_MINUTE=200, TOKENS_PER_DAY=700)
+    oracle = Oracle([(60 * S, 200), (86400 * S, 700)])
+    held: dict[str, list] = {"a": [], "b": []}
+    outcomes = []
+    now = T0
+    for _ in range(250):
+        now += rng.choice([0, 1, rng.randrange(S), rng.randrange(30 * S), rng.randrange(3600 * S)])
+        client = rng.choice("ab")
+        if held[client] and rng.random() < 0.4:
+            index, reservation = held[client].pop(rng.randrange(len(held[client])))
+            used = rng.randrange(reservation.tokens + 1)
+            await limiter.settle(client, reservation, used)
+            oracle.settle(client, index, used)
+            continue
+        need = rng.randrange(1, 120)
+        decision = await limiter.hit(client, tokens=need, now_us=now)
+        allowed, wait, left = oracle.hit(client, need, now)
+        got = (decision.allowed, decision.retry_after, [b.remaining for b in decision.budgets])
+        assert got == (allowed, wait, left)
+        outcomes.append(allowed)
+        if allowed:
+            held[client].append((len(oracle.charges[client]) - 1, decision.reservation))
+    assert outcomes.count(True) > 50 and outcomes.count(False) > 50

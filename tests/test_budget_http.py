@@ -11,7 +11,7 @@ import redis.asyncio
 
 from gateway.budget import prompt_estimate
 from gateway.keys import LIMITER_KEY
-from gateway.limiter import budget_key_for, key_for
+from gateway.limiter import budget_keys_for, key_for
 from tests.fake_upstream import FakeUpstream
 from tests.redis_server import delete_prefix
 
@@ -246,7 +246,7 @@ async def test_admission_and_request_count_share_one_round_trip(
         assert proxy.commands == ["EVALSHA"]
         async with redis.asyncio.Redis.from_url(redis_url) as conn:
             assert await conn.zcard(key_for(key_prefix, CLIENT)) == 3
-            charges = await conn.zrange(budget_key_for(key_prefix, CLIENT), 0, -1)
+            charges = await conn.zrange(budget_keys_for(key_prefix, CLIENT)[0], 0, -1)
             assert [c.rsplit(b":", 1)[1] for c in charges] == [b"15", b"15"]
     finally:
         await proxy.close()
