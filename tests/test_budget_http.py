@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 
+import httpx2
 import openai
 import pytest
 import redis.asyncio
@@ -100,13 +101,21 @@ async def test_a_call_larger_than_the_budget_is_refused_for_good(make_client, fa
     assert response.status == 429
     assert response.headers["x-should-retry"] == "false" and "Retry-After" not in response.headers
     assert (await response.json())["error"]["code"] == "token_request_too_large"
+    sent = []
+
+    async def count(request):
+        sent.append(request.url.path)
+
     url = str(client.make_url("/v1"))
-    async with openai.AsyncOpenAI(base_url=url, api_key="sk-t") as sdk:
+    # Only to count the SDK's attempts; its retries (2 by default) stay as they are.
+    http = httpx2.AsyncClient(event_hooks={"request": [count]})
+    async with openai.AsyncOpenAI(base_url=url, api_key="sk-t", http_client=http) as sdk:
         with pytest.raises(openai.RateLimitError) as caught:
-            await sdk.chat.completions.with_raw_response.create(
+            await sdk.chat.completions.create(
                 model="m", messages=[{"role": "user", "content": "Hi"}], max_tokens=200
             )
     assert caught.value.code == "token_request_too_large"
+    assert sent == ["/v1/chat/completions"]
     assert fake.received == []
 
 
