@@ -186,7 +186,8 @@ async def meter_for(request: web.Request, size: int, worst: int) -> Meter | None
 async def metered_deltas(
     deltas: AsyncGenerator[Delta, None], meter: Meter
 ) -> AsyncGenerator[Delta, None]:
-    """The legacy route's deltas, counted as they pass."""
+    """The legacy route's deltas, counted as they pass, and settled as soon as they end (before
+    the route's last event, so the client's next call finds the charge settled)."""
     async with aclosing(deltas):
         async for delta in deltas:
             meter.answered = True
@@ -195,3 +196,4 @@ async def metered_deltas(
             elif delta.text:
                 meter.produced += 1
             yield delta
+    await meter.settle()

@@ -261,3 +261,20 @@ async def test_admission_and_request_count_share_one_round_trip(
         await proxy.close()
         async with redis.asyncio.Redis.from_url(redis_url) as conn:
             await delete_prefix(conn, key_prefix)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_legacy_call_is_charged_its_usage_not_its_reservation(
+    make_client, fake, clock, stream
+):
+    sent = json.dumps([{"role": "user", "content": "Hi"}]).encode()
+    legacy_worst = prompt_estimate(len(sent)) + 100
+    # Room for one worst case and one settled call: the second call fits only if the first
+    # was settled to its usage.
+    client = await make_client(TOKENS_PER_MINUTE=legacy_worst + USED)
+    call = {"user_content": "Hi", "max_tokens": 100, "stream": stream}
+    for _ in range(2):
+        response = await client.post("/api", json=call)
+        assert response.status == 200
+        await response.read()
+    assert (await client.post("/api", json=call)).status == 429
