@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import os
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import aiohttp
 import pytest
@@ -16,59 +12,15 @@ import redis.asyncio
 
 from gateway.limiter import key_for
 from tests.fake_upstream import FakeUpstream, create_fake_upstream
+from tests.processes import gateway, wait_until_serving
 from tests.redis_server import delete_prefix, free_port
 
 pytestmark = [pytest.mark.redis, pytest.mark.e2e]
 
-ROOT = Path(__file__).resolve().parent.parent
 REPLICAS = 3
 LIMIT = 25
 PER_CLIENT = 200
 CLIENTS = ["198.51.100.7", "2001:db8:7:7::1"]
-START_GUARD = 30.0  # a cold start on a loaded two-core machine; only stops a hang
-
-
-def spawn(env: dict[str, str], cwd: Path) -> subprocess.Popen[bytes]:
-    log = cwd / f"gateway-{env['PORT']}.log"
-    with log.open("wb") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "gateway"],
-            env=env,
-            cwd=cwd,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-
-
-def output(cwd: Path, port: int) -> str:
-    return (cwd / f"gateway-{port}.log").read_text(errors="replace")
-
-
-def stop(processes: list[subprocess.Popen[bytes]]) -> None:
-    for process in processes:
-        process.terminate()
-    for process in processes:
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
-
-
-async def wait_serving(port: int, process: subprocess.Popen[bytes], cwd: Path) -> None:
-    """Until the gateway answers at all (an unknown path: it never counts)."""
-    give_up = time.monotonic() + START_GUARD
-    async with aiohttp.ClientSession() as session:
-        while True:
-            assert process.poll() is None, f"gateway exited early:\n{output(cwd, port)}"
-            try:
-                async with session.get(f"http://127.0.0.1:{port}/not-counted") as response:
-                    if response.status == 404:
-                        return
-            except aiohttp.ClientError:
-                pass
-            assert time.monotonic() < give_up, f"gateway not serving:\n{output(cwd, port)}"
-            await asyncio.sleep(0.05)
 
 
 @pytest.fixture
@@ -76,9 +28,6 @@ async def replicas(aiohttp_server, redis_url, key_prefix, tmp_path):
     fake = FakeUpstream(answer=["ok"])
     upstream = await aiohttp_server(create_fake_upstream(fake), host="127.0.0.1")
     env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "PYTHONPATH": str(ROOT),
-        "HOST": "127.0.0.1",
         "OPENAI_BASE_URL": str(upstream.make_url("/v1")),
         "API_KEY": "sk-test",
         "ROUTE": "api",
@@ -93,13 +42,14 @@ async def replicas(aiohttp_server, redis_url, key_prefix, tmp_path):
         "LOG_LEVEL": "WARNING",
     }
     ports = [free_port() for _ in range(REPLICAS)]
-    processes = [spawn({**env, "PORT": str(port)}, tmp_path) for port in ports]
+    processes = [gateway(port, tmp_path / f"gateway-{port}.log", **env) for port in ports]
     try:
         for port, process in zip(ports, processes, strict=True):
-            await wait_serving(port, process, tmp_path)
+            await wait_until_serving(f"http://127.0.0.1:{port}/healthz", process)
         yield ports, fake
     finally:
-        stop(processes)
+        for process in processes:
+            process.close()
         async with redis.asyncio.Redis.from_url(redis_url) as conn:
             await delete_prefix(conn, key_prefix)
 
