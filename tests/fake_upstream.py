@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 FAKE_UPSTREAM_KEY = web.AppKey("FAKE_UPSTREAM_KEY", "FakeUpstream")
 
@@ -111,6 +112,25 @@ async def _record(request: web.Request) -> Received:
     return received
 
 
+RECEIVED_KEY = web.RequestKey("RECEIVED_KEY", Received)
+
+
+@web.middleware
+async def _front(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every route: record the call, wait if asked, and refuse it if a switch says so."""
+    fake = request.app[FAKE_UPSTREAM_KEY]
+    received = await _record(request)
+    if fake.first_byte_delay:
+        await asyncio.sleep(fake.first_byte_delay)
+    if fake.hold_first_byte is not None:
+        await fake.hold_first_byte.wait()
+    refusal = _refusal(fake, received)
+    if refusal is not None:
+        return refusal
+    request[RECEIVED_KEY] = received
+    return await handler(request)
+
+
 def _refusal(fake: FakeUpstream, received: Received) -> web.Response | None:
     if fake.accepted_keys is not None and received.key not in fake.accepted_keys:
         return web.json_response(_error_body(401, "Incorrect API key provided"), status=401)
@@ -127,15 +147,7 @@ def _refusal(fake: FakeUpstream, received: Received) -> web.Response | None:
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     fake = request.app[FAKE_UPSTREAM_KEY]
-    received = await _record(request)
-    if fake.first_byte_delay:
-        await asyncio.sleep(fake.first_byte_delay)
-    if fake.hold_first_byte is not None:
-        await fake.hold_first_byte.wait()
-    refusal = _refusal(fake, received)
-    if refusal is not None:
-        return refusal
-    body = received.body or {}
+    body = request[RECEIVED_KEY].body or {}
     model = str(body.get("model", "gpt-4o-mini"))
     created = int(time.time())
     if body.get("tools") and not body.get("stream"):
@@ -246,10 +258,7 @@ async def _stream(
 
 async def completions(request: web.Request) -> web.StreamResponse:
     fake = request.app[FAKE_UPSTREAM_KEY]
-    received = await _record(request)
-    refusal = _refusal(fake, received)
-    if refusal is not None:
-        return refusal
+    received = request[RECEIVED_KEY]
     return web.json_response(
         {
             "id": "cmpl-fake",
@@ -274,11 +283,7 @@ async def completions(request: web.Request) -> web.StreamResponse:
 
 
 async def embeddings(request: web.Request) -> web.StreamResponse:
-    fake = request.app[FAKE_UPSTREAM_KEY]
-    received = await _record(request)
-    refusal = _refusal(fake, received)
-    if refusal is not None:
-        return refusal
+    received = request[RECEIVED_KEY]
     return web.json_response(
         {
             "object": "list",
@@ -297,20 +302,10 @@ def _model(name: str) -> dict[str, Any]:
 
 
 async def list_models(request: web.Request) -> web.StreamResponse:
-    fake = request.app[FAKE_UPSTREAM_KEY]
-    received = await _record(request)
-    refusal = _refusal(fake, received)
-    if refusal is not None:
-        return refusal
     return web.json_response({"object": "list", "data": [_model(m) for m in MODELS]})
 
 
 async def get_model(request: web.Request) -> web.StreamResponse:
-    fake = request.app[FAKE_UPSTREAM_KEY]
-    received = await _record(request)
-    refusal = _refusal(fake, received)
-    if refusal is not None:
-        return refusal
     name = request.match_info["model"]
     if name not in MODELS:
         return web.json_response(_error_body(404, f"The model `{name}` does not exist"), status=404)
@@ -318,7 +313,7 @@ async def get_model(request: web.Request) -> web.StreamResponse:
 
 
 def create_fake_upstream(fake: FakeUpstream | None = None) -> web.Application:
-    app = web.Application()
+    app = web.Application(middlewares=[_front])
     app[FAKE_UPSTREAM_KEY] = fake or FakeUpstream()
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/completions", completions)
