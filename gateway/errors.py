@@ -78,14 +78,9 @@ class RateLimited(GatewayError):
 
 
 class UpstreamRejected(GatewayError):
-    """The upstream answered with an error status; its body is kept for relaying."""
+    """The upstream answered with an error status, mapped to the one our client should see."""
 
     openai_type = "upstream_error"
-
-    def __init__(self, code: str, *, status: int, body: bytes = b"", **params: object) -> None:
-        super().__init__(code, status=status)
-        self.params = params
-        self.body = body
 
 
 class UpstreamTimeout(GatewayError):

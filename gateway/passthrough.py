@@ -230,7 +230,7 @@ async def _relay_stream(
         body = await opened.read()
         shaped = _openai_shaped(body)
         if shaped is None:
-            shaped = openai_error(request, map_status(opened.status, "", body))
+            shaped = openai_error(request, map_status(opened.status, ""))
         await _finish(request, response, _error_event(shaped))
         return response
     if not response.prepared:

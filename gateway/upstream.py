@@ -52,15 +52,16 @@ def _reason(exc: openai.APIStatusError) -> str:
     return str(exc.message)
 
 
-def map_status(status: int, reason: str, body: bytes = b"") -> GatewayError:
-    """The gateway error for an upstream error status."""
+def map_status(status: int, reason: str, retry_after: str | None = None) -> GatewayError:
+    """The gateway error for an upstream error status; the upstream's Retry-After is kept."""
     if status in (401, 403):
         return Unauthorized("upstream_unauthorized")
     if status == 429:
-        return UpstreamRejected("upstream_busy", status=429, body=body)
+        headers = {"Retry-After": retry_after} if retry_after else None
+        return UpstreamRejected("upstream_busy", status=429, headers=headers)
     if 400 <= status < 500:
-        return UpstreamRejected("upstream_bad_request", status=400, body=body, reason=reason)
-    return UpstreamRejected("upstream_error", status=502, body=body, upstream_status=status)
+        return UpstreamRejected("upstream_bad_request", status=400, reason=reason)
+    return UpstreamRejected("upstream_error", status=502, upstream_status=status)
 
 
 def map_sdk_error(exc: openai.OpenAIError) -> GatewayError:
@@ -69,7 +70,7 @@ def map_sdk_error(exc: openai.OpenAIError) -> GatewayError:
     if isinstance(exc, openai.APIConnectionError):
         return UpstreamUnavailable()
     if isinstance(exc, openai.APIStatusError):
-        return map_status(exc.status_code, _reason(exc), exc.response.content)
+        return map_status(exc.status_code, _reason(exc), exc.response.headers.get("Retry-After"))
     return UpstreamUnavailable("upstream_stream_broken")
 
 

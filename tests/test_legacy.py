@@ -302,7 +302,7 @@ async def test_unknown_path_is_404_envelope(make_client, translator, language):
         (403, 401, "upstream_unauthorized", {}),
         (400, 400, "upstream_bad_request", {"reason": "The model `nope` does not exist"}),
         (404, 400, "upstream_bad_request", {"reason": "The model `nope` does not exist"}),
-        (429, 429, "upstream_busy", {}),
+        (429, 429, "upstream_busy", {}),  # the fake says Retry-After: 7
         (500, 502, "upstream_error", {"upstream_status": 500}),
         (503, 502, "upstream_error", {"upstream_status": 503}),
     ],
@@ -318,6 +318,7 @@ async def test_upstream_errors_are_mapped(
             client, {"user_content": "Hi", "model": "nope", "stream": stream}
         )
         assert response.status == gateway_status
+        assert response.headers.get("Retry-After") == ("7" if status == 429 else None)
         assert body == {
             "code": gateway_status,
             "msg": "failed",
