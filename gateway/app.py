@@ -13,7 +13,7 @@ from gateway.config import Settings
 from gateway.i18n import Translator
 from gateway.keys import LIMITER_KEY, METRICS_KEY, SETTINGS_KEY, TRANSLATOR_KEY, UPSTREAM_KEY
 from gateway.legacy import legacy_get, legacy_post
-from gateway.limiter import Limiter, RedisClient, connect_redis
+from gateway.limiter import Limiter
 from gateway.metrics import Metrics
 from gateway.middleware import (
     add_rate_limit_headers,
@@ -24,6 +24,7 @@ from gateway.middleware import (
 )
 from gateway.ops import add_ops_routes
 from gateway.passthrough import relay_models, relay_post
+from gateway.redis_link import RedisClient, connect_redis
 from gateway.upstream import Upstream, client_timeout
 
 

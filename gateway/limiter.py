@@ -4,21 +4,13 @@ when Redis fails."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
-import math
 import os
 import time
 from collections.abc import Sequence
 from importlib.resources import files
 from typing import Any
-
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.cluster import RedisCluster
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
 
 from gateway.config import Settings
 from gateway.decision import (
@@ -30,62 +22,24 @@ from gateway.decision import (
     rate_limit_headers,
 )
 from gateway.errors import LimiterUnavailable
+from gateway.redis_link import (
+    FAILURES,
+    RedisClient,
+    RedisHealth,
+    budget_keys_for,
+    failure_name,
+    key_for,
+)
 from gateway.sliding_log import SlidingLog, Verdict, Window
 
 log = logging.getLogger(__name__)
 
-__all__ = [
-    "Decision",
-    "Limiter",
-    "RedisClient",
-    "WindowState",
-    "build_limiter",
-    "connect_redis",
-    "key_for",
-    "rate_limit_headers",
-]
+__all__ = ["Decision", "Limiter", "WindowState", "rate_limit_headers"]
 
-RedisClient = Redis | RedisCluster
 SCRIPT = (files("gateway") / "rate_limit.lua").read_text(encoding="utf-8")
 SETTLE_SCRIPT = (files("gateway") / "settle_tokens.lua").read_text(encoding="utf-8")
 
-# Redis is declared down after this many failed calls in a row, each started after the previous
-# failure was seen: a burst of calls that time out together counts once, so a busy Redis stays.
-FAILURES_BEFORE_DOWN = 3
-# While Redis is down it is pinged this often; the first good answer puts it back in use.
-PROBE_INTERVAL = 0.5
 REFUSALS_CACHED = 100_000
-_FAILURES = (RedisError, OSError, TimeoutError)
-
-
-def key_for(prefix: str, client: str) -> str:
-    """One hash tag per client, so that every key of a client sits in one cluster slot."""
-    return f"{prefix}:{{{client}}}:req"
-
-
-def budget_keys_for(prefix: str, client: str) -> list[str]:
-    """The client's token charges and their running totals, in the client's slot."""
-    return [f"{prefix}:{{{client}}}:tok", f"{prefix}:{{{client}}}:tok-sum"]
-
-
-def connect_redis(settings: Settings) -> RedisClient:
-    """A client that fails fast: REDIS_TIMEOUT on connect, read and pool wait, no retries."""
-    assert settings.redis_url is not None
-    options: dict[str, Any] = {
-        "socket_timeout": settings.redis_timeout,
-        "socket_connect_timeout": settings.redis_timeout,
-        "retry": Retry(NoBackoff(), 0),
-        # No HELLO, CLIENT SETINFO or maintenance notifications: a new connection sends nothing
-        # before the script.
-        "protocol": 2,
-        "driver_info": None,
-    }
-    if settings.redis_cluster:
-        return RedisCluster.from_url(settings.redis_url, **options)
-    pool = BlockingConnectionPool.from_url(
-        settings.redis_url, max_connections=64, timeout=settings.redis_timeout, **options
-    )
-    return Redis.from_pool(pool)
 
 
 def _now_us() -> int:
@@ -108,25 +62,24 @@ class Limiter:
         self.budgets = settings.budgets
         self._budgets = tuple((seconds * MICRO, limit) for _, seconds, limit in self.budgets)
         self._local = SlidingLog(self._windows, self._budgets)
-        self._redis = redis
+        self._health = RedisHealth(redis, self.timeout, self.mode) if redis is not None else None
         self._script = redis.register_script(SCRIPT) if redis is not None else None
         self._settle = redis.register_script(SETTLE_SCRIPT) if redis is not None else None
         self._ids = itertools.count()
         self._id_prefix = os.urandom(6).hex()
         # (client, our clock?) -> (sent, refused until, states): tests' times never mix with ours
         self._refused: dict[tuple[str, bool], tuple[int, int, tuple[tuple[int, int], ...]]] = {}
-        self._down = False
-        self._streak = 0
-        self._last_failure = -math.inf
-        self._probe: asyncio.Task[None] | None = None
-        self.probe_failures = 0
 
     @property
     def state(self) -> str:
         """embedded (no Redis configured), redis, or the failure mode while Redis is down."""
-        if self._redis is None:
+        if self._health is None:
             return "embedded"
-        return self.mode if self._down else "redis"
+        return self.mode if self._health.down else "redis"
+
+    @property
+    def probe_failures(self) -> int:
+        return self._health.probe_failures if self._health is not None else 0
 
     async def hit(
         self, key: str, *, tokens: int | None = None, now_us: int | None = None
@@ -142,14 +95,14 @@ class Limiter:
         metered = tokens is not None and bool(self._budgets)
         if not self._windows and not metered:
             return Decision(True, 0, source="none")
-        if self._script is None:
+        if self._script is None or self._health is None:
             return self._local_hit(key, tokens if metered else None, now_us, "embedded")
         sent = _monotonic_us() if now_us is None else now_us
         cached = self._cached_refusal((key, now_us is None), sent)
         if cached is not None:
             return cached
         need = tokens if metered else None
-        if self._down:
+        if self._health.down:
             return self._fallback(key, need, now_us)
         member = self._member()
         keys, args = [key_for(self.prefix, key)], script_args(self._windows, now_us, member)
@@ -160,10 +113,10 @@ class Limiter:
         try:
             async with asyncio.timeout(self.timeout):
                 reply = await self._script(keys=keys, args=args)
-        except _FAILURES as exc:
-            self._failed(started, exc)
+        except FAILURES as exc:
+            self._health.failed(started, exc)
             return self._fallback(key, need, now_us, exc)
-        self._streak = 0
+        self._health.succeeded()
         verdict = parse_reply(reply)
         if not verdict[0]:
             self._remember_refusal((key, now_us is None), sent, verdict)
@@ -194,8 +147,10 @@ class Limiter:
                         *(length for length, _ in self._budgets),
                     ],
                 )
-        except _FAILURES as exc:
-            log.warning("could not settle a token reservation (%s); it stays charged", _name(exc))
+        except FAILURES as exc:
+            log.warning(
+                "could not settle a token reservation (%s); it stays charged", failure_name(exc)
+            )
 
     def _local_hit(self, key: str, need: int | None, now_us: int | None, source: str) -> Decision:
         member = self._member()
@@ -206,25 +161,13 @@ class Limiter:
 
     async def ready(self) -> bool:
         """Whether requests can be decided: always, unless closed mode has no Redis to ask."""
-        if self._redis is None or self.mode != "closed":
+        if self._health is None or self.mode != "closed":
             return True
-        if self._down:
-            return False
-        started = time.monotonic()
-        try:
-            async with asyncio.timeout(self.timeout):
-                await self._redis.ping()
-        except _FAILURES as exc:
-            self._failed(started, exc)
-            return False
-        return True
+        return not self._health.down and await self._health.ping()
 
     async def aclose(self) -> None:
-        if self._probe is not None:
-            self._probe.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._probe
-            self._probe = None
+        if self._health is not None:
+            await self._health.aclose()
 
     def _member(self) -> str:
         return f"{self._id_prefix}{next(self._ids):x}"
@@ -237,38 +180,6 @@ class Limiter:
         if self.mode == "closed":
             raise LimiterUnavailable(headers={"Retry-After": "1"}) from exc
         return self._local_hit(key, need, now_us, "local")
-
-    def _failed(self, started: float, exc: BaseException) -> None:
-        if started < self._last_failure:
-            return
-        self._last_failure = time.monotonic()
-        self._streak += 1
-        if self._streak == 1:
-            log.info("Redis call failed (%s); REDIS_FAILURE_MODE=%s decides", _name(exc), self.mode)
-        if self._streak >= FAILURES_BEFORE_DOWN and not self._down:
-            self._down = True
-            log.warning(
-                "Redis is down after %d failures in a row; REDIS_FAILURE_MODE=%s until it answers",
-                self._streak,
-                self.mode,
-            )
-            self._probe = asyncio.create_task(self._probe_until_back())
-
-    async def _probe_until_back(self) -> None:
-        assert self._redis is not None
-        while True:
-            await asyncio.sleep(PROBE_INTERVAL)
-            try:
-                async with asyncio.timeout(self.timeout):
-                    await self._redis.ping()
-            except _FAILURES:
-                self.probe_failures += 1
-                continue
-            self._down = False
-            self._streak = 0
-            self._probe = None
-            log.warning("Redis answers again; limits are shared again")
-            return
 
     def _cached_refusal(self, key: tuple[str, bool], now: int) -> Decision | None:
         entry = self._refused.get(key)
@@ -298,11 +209,6 @@ class Limiter:
         self._refused[key] = (sent, sent + wait, verdict[1])
 
 
-def build_limiter(settings: Settings, redis: RedisClient | None = None) -> Limiter:
-    """The limiter for these settings, on `redis` if given (the caller keeps it and closes it)."""
-    return Limiter(settings, redis)
-
-
 def script_args(windows: Sequence[Window], now_us: int | None, member: str) -> list[str | int]:
     """rate_limit.lua's ARGV: the time ("" for Redis TIME), the member, then the windows."""
     flat = itertools.chain.from_iterable(windows)
@@ -313,7 +219,3 @@ def parse_reply(reply: Any) -> Verdict:
     values = [int(v) for v in reply]
     pairs = tuple(zip(values[1::2], values[2::2], strict=True))
     return values[0] == 1, pairs
-
-
-def _name(exc: BaseException) -> str:
-    return type(exc).__name__

@@ -74,7 +74,7 @@ async def limiter_figures() -> None:
     from redis.asyncio import Redis
 
     from gateway.config import load_settings
-    from gateway.limiter import build_limiter
+    from gateway.limiter import Limiter
 
     url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
     redis = Redis.from_url(url)
@@ -92,7 +92,7 @@ async def limiter_figures() -> None:
             "KEY_PREFIX": f"bench{os.getpid()}",
         }
     )
-    limiter = build_limiter(settings, redis)
+    limiter = Limiter(settings, redis)
     samples: dict[str, list[float]] = {"ping": [], "hit": []}
     for n in range(2000):
         start = time.perf_counter()

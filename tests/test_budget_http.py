@@ -12,7 +12,7 @@ import redis.asyncio
 
 from gateway.budget import prompt_estimate
 from gateway.keys import LIMITER_KEY
-from gateway.limiter import budget_keys_for, key_for
+from gateway.redis_link import budget_keys_for, key_for
 from tests.fake_upstream import FakeUpstream
 from tests.redis_server import delete_prefix
 

@@ -19,11 +19,11 @@ from gateway.limiter import (
     Decision,
     Limiter,
     WindowState,
-    key_for,
     parse_reply,
     rate_limit_headers,
     script_args,
 )
+from gateway.redis_link import key_for
 from gateway.sliding_log import SlidingLog
 from tests.redis_server import delete_prefix
 

@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 import redis.asyncio
 
-from gateway.limiter import key_for
+from gateway.redis_link import key_for
 from tests.fake_upstream import FakeUpstream, create_fake_upstream
 from tests.processes import gateway, wait_until_serving
 from tests.redis_server import delete_prefix, free_port

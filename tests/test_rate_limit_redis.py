@@ -13,7 +13,7 @@ import redis.asyncio
 from gateway.app import create_app
 from gateway.config import load_settings
 from gateway.keys import LIMITER_KEY
-from gateway.limiter import PROBE_INTERVAL, key_for
+from gateway.redis_link import PROBE_INTERVAL, key_for
 from tests.redis_server import RedisServer, delete_prefix, free_port
 from tests.tcp_proxy import RedisProxy
 
