@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import re
-from collections.abc import Awaitable
 from contextlib import AsyncExitStack
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import quote
 
 import aiohttp
@@ -20,89 +17,14 @@ from gateway.budget import Meter, meter_for, with_usage, worst_case
 from gateway.errors import GatewayError, NotFound, Unauthorized, UpstreamUnavailable
 from gateway.keys import SETTINGS_KEY, UPSTREAM_KEY
 from gateway.render import openai_error
-from gateway.sse import HEARTBEAT, SSE_HEADERS
+from gateway.sse import SSE_HEADERS, ClientGone, EventSplitter, Heartbeat, event_data, send
 from gateway.upstream import map_status
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
-
 _FORWARDED = ("Accept", "OpenAI-Organization", "OpenAI-Project", "OpenAI-Beta")
 _RELAYED = ("content-encoding", "x-request-id", "x-should-retry", "retry-after", "retry-after-ms")
 _RELAYED_PREFIXES = ("openai-", "x-ratelimit-")
-# An SSE event ends with a blank line; the spec allows all three line endings.
-_EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
-
-
-class ClientGone(Exception):
-    """The client hung up. Kept apart from aiohttp's reset error, which is also a ClientError."""
-
-
-async def _send(response: web.StreamResponse, request: web.Request, data: bytes = b"") -> None:
-    try:
-        if not response.prepared:
-            await response.prepare(request)
-        if data:
-            await response.write(data)
-    except ConnectionResetError as exc:
-        raise ClientGone() from exc
-
-
-class Heartbeat:
-    """Waits on the upstream; every STREAM_HEARTBEAT seconds meanwhile, an SSE comment goes out.
-
-    The first comment sends the headers (status 200), so errors known before it still get theirs.
-    """
-
-    def __init__(
-        self, request: web.Request, response: web.StreamResponse, interval: float | None
-    ) -> None:
-        self.request = request
-        self.response = response
-        self.interval = interval
-        self.loop = asyncio.get_running_loop()
-        self.due = self.loop.time() + (interval or 0.0)
-
-    async def wait(self, awaitable: Awaitable[T]) -> T:
-        if self.interval is None:
-            return await awaitable
-        task = asyncio.ensure_future(awaitable)
-        try:
-            while True:
-                done, _ = await asyncio.wait({task}, timeout=max(0.0, self.due - self.loop.time()))
-                if done:
-                    return task.result()
-                await _send(self.response, self.request, HEARTBEAT)
-                self.due += self.interval
-        finally:
-            if not task.done():
-                task.cancel()
-                await asyncio.wait({task})
-            if not task.cancelled():
-                task.exception()
-
-
-class EventSplitter:
-    """Cuts a byte stream into whole SSE events, each kept byte for byte with its blank line."""
-
-    def __init__(self) -> None:
-        self.rest = b""
-
-    def feed(self, chunk: bytes) -> list[bytes]:
-        self.rest += chunk
-        events = []
-        start = 0
-        for match in _EVENT_END.finditer(self.rest):
-            events.append(self.rest[start : match.end()])
-            start = match.end()
-        self.rest = self.rest[start:]
-        return events
-
-
-def event_data(event: bytes) -> bytes:
-    lines = event.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
-    data = [line[5:].removeprefix(b" ") for line in lines if line.startswith(b"data:")]
-    return b"\n".join(data)
 
 
 def _error_event(payload: dict[str, Any]) -> bytes:
@@ -205,7 +127,7 @@ async def relay(
 
 async def _finish(request: web.Request, response: web.StreamResponse, last: bytes) -> None:
     try:
-        await _send(response, request, last)
+        await send(response, request, last)
         await response.write_eof()
     except (ClientGone, ConnectionResetError):
         log.info("client went away before the stream's end")
@@ -235,7 +157,7 @@ async def _relay_stream(
         return response
     if not response.prepared:
         response.headers.update(_relayed_headers(opened))
-        await _send(response, request)
+        await send(response, request)
     splitter = EventSplitter()
     ended = False
     chunk = await beat.wait(_read(opened))
@@ -248,12 +170,12 @@ async def _relay_stream(
                 # Charged before the client sees the end, so its next call finds it settled.
                 await meter.settle()
             if shown:
-                await _send(response, request, event)
+                await send(response, request, event)
         chunk = await _read(opened)
     if not ended:
         raise UpstreamUnavailable("upstream_stream_broken")
     if splitter.rest:
-        await _send(response, request, splitter.rest)
+        await send(response, request, splitter.rest)
     await _finish(request, response, b"")
     return response
 

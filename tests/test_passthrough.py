@@ -11,8 +11,7 @@ import pytest
 from aiohttp.test_utils import make_mocked_request
 
 from gateway.middleware import is_rate_limited
-from gateway.passthrough import EventSplitter, event_data
-from gateway.sse import HEARTBEAT
+from gateway.sse import HEARTBEAT, EventSplitter, event_data
 from tests.fake_upstream import FakeUpstream
 
 CHAT = "/v1/chat/completions"
