@@ -53,12 +53,12 @@ local function check_log(key, now, windows)
   local admit = true
   for _, w in ipairs(windows) do
     local since = "(" .. int(now - w.length)
-    w.count = redis.call("ZCOUNT", key, since, "+inf")
+    w.used = redis.call("ZCOUNT", key, since, "+inf")
     w.release = 0
-    if w.count > 0 then
+    if w.used > 0 then
       local skip = 0
-      if w.count >= w.limit then
-        skip = w.count - w.limit
+      if w.used >= w.limit then
+        skip = w.used - w.limit
         admit = false
       end
       local entry = redis.call("ZRANGEBYSCORE", key, since, "+inf", "WITHSCORES", "LIMIT", skip, 1)
@@ -80,18 +80,20 @@ local function record_log(key, now, windows, member)
   redis.call("PEXPIRE", key, int(math.ceil(longest / 1000)))
 end
 
-local function reply_log(reply, windows, admitted)
-  for _, w in ipairs(windows) do
+-- Appends (remaining, reset) for each check; `used` is what it held before this call, `need`
+-- what this call adds to it if admitted (1 for a request window, the reservation for a budget).
+local function reply_checks(reply, checks, need, admitted)
+  for _, c in ipairs(checks) do
     if admitted then
-      reply[#reply + 1] = w.limit - w.count - 1
-      if w.count == 0 then
-        reply[#reply + 1] = w.length
+      reply[#reply + 1] = c.limit - c.used - need
+      if c.used == 0 then
+        reply[#reply + 1] = c.length
       else
-        reply[#reply + 1] = w.release
+        reply[#reply + 1] = c.release
       end
     else
-      reply[#reply + 1] = math.max(w.limit - w.count, 0)
-      reply[#reply + 1] = w.release
+      reply[#reply + 1] = math.max(c.limit - c.used, 0)
+      reply[#reply + 1] = c.release
     end
   end
 end
@@ -185,21 +187,6 @@ local function record_charge(key, totals, now, budgets, member, need)
   redis.call("PEXPIRE", totals, int(math.ceil(longest / 1000)))
 end
 
-local function reply_budgets(reply, budgets, need, admitted)
-  for _, b in ipairs(budgets) do
-    if admitted then
-      reply[#reply + 1] = b.limit - b.used - need
-      if b.used == 0 then
-        reply[#reply + 1] = b.length
-      else
-        reply[#reply + 1] = b.release
-      end
-    else
-      reply[#reply + 1] = math.max(b.limit - b.used, 0)
-      reply[#reply + 1] = b.release
-    end
-  end
-end
 
 local now = clock()
 local windows, after = read_windows(3)
@@ -217,6 +204,6 @@ if admit then
   end
 end
 local reply = {admit and 1 or 0}
-reply_log(reply, windows, admit)
-reply_budgets(reply, budgets, need, admit)
+reply_checks(reply, windows, 1, admit)
+reply_checks(reply, budgets, need, admit)
 return reply
