@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+import gateway
 from gateway.config import ConfigError, Secret, load_settings
 
 
@@ -105,15 +107,20 @@ def test_secret_never_shows_itself():
     assert s.api_key is not None and s.api_key.reveal() == "sk-very-secret"
 
 
-def test_bad_value_stops_start_up_with_one_line(tmp_path):
-    result = subprocess.run(
+def start(cwd, **env):
+    """`python -m gateway` in cwd with only env; it exits at once on a bad setting."""
+    return subprocess.run(
         [sys.executable, "-m", "gateway"],
-        env={"PORT": "abc", "PATH": "/usr/bin:/bin"},
-        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin", **env},
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=30,
     )
+
+
+def test_bad_value_stops_start_up_with_one_line(tmp_path):
+    result = start(tmp_path, PORT="abc")
     assert result.returncode == 2
     expected = "PORT='abc' is not valid (expected a whole number from 1 to 65535)"
     assert result.stderr.strip() == f"gateway: configuration error: {expected}"
@@ -122,13 +129,21 @@ def test_bad_value_stops_start_up_with_one_line(tmp_path):
 
 def test_dotenv_in_working_directory_is_read_and_environment_wins(tmp_path):
     (tmp_path / ".env").write_text("PORT=abc\nHOUR_LIMIT=oops\n")
-    result = subprocess.run(
-        [sys.executable, "-m", "gateway"],
-        env={"PORT": "1234", "PATH": "/usr/bin:/bin"},
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    result = start(tmp_path, PORT="1234")
     assert result.returncode == 2
-    assert "HOUR_LIMIT='oops'" in result.stderr
+    assert result.stderr.strip().endswith(
+        "HOUR_LIMIT='oops' is not valid (expected a whole number >= 0)"
+    )
+
+
+def test_dotenv_beside_the_package_is_not_read(tmp_path):
+    package_env = Path(gateway.__file__).parent / ".env"
+    if package_env.exists():
+        pytest.skip(f"{package_env} exists already; not touching it")
+    package_env.write_text("HOUR_LIMIT=oops\n")
+    try:
+        result = start(tmp_path, PORT="abc")
+    finally:
+        package_env.unlink()
+    assert "HOUR_LIMIT" not in result.stderr
+    assert "PORT='abc'" in result.stderr
