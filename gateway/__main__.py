@@ -35,18 +35,25 @@ def main() -> None:
         loop_factory = None
     else:
         loop_factory = uvloop.new_event_loop
-    web.run_app(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        access_log=None,
-        # aiohttp reads a timeout of 0 as no timeout at all; SHUTDOWN_GRACE=0 means no grace.
-        shutdown_timeout=settings.shutdown_grace or 0.001,
-        handle_signals=True,
-        handler_cancellation=True,
-        print=lambda text: log.info("%s", text.strip()),
-        loop=loop_factory() if loop_factory else None,
-    )
+    try:
+        web.run_app(
+            create_app(settings),
+            host=settings.host,
+            port=settings.port,
+            access_log=None,
+            # aiohttp reads a timeout of 0 as no timeout at all; SHUTDOWN_GRACE=0 means no grace.
+            shutdown_timeout=settings.shutdown_grace or 0.001,
+            handle_signals=True,
+            handler_cancellation=True,
+            print=lambda text: log.info("%s", text.strip()),
+            loop=loop_factory() if loop_factory else None,
+        )
+    except OSError as exc:
+        # A HOST that does not resolve, a PORT already taken: one line, like a bad setting.
+        reason = exc.strerror or str(exc)
+        where = f"HOST={settings.host!r} PORT={settings.port}"
+        print(f"gateway: cannot listen on {where}: {reason}", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ async def read_json_object(request: web.Request) -> dict[str, Any]:
 def parse_json_object(request: web.Request, raw: bytes) -> dict[str, Any]:
     try:
         data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         # Forms and plain text that fail to parse get 415; curl's default form type is
         # forgiven when the body is JSON after all.
         declared = request.headers.get("Content-Type")

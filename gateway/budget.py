@@ -13,7 +13,7 @@ from aiohttp import web
 
 from gateway.access import upstream_usage
 from gateway.config import Settings
-from gateway.errors import RateLimited
+from gateway.errors import BadRequest
 from gateway.keys import BUCKET_KEY, DECISION_KEY, LIMITER_KEY, LIMITER_SECONDS_KEY, SETTINGS_KEY
 from gateway.middleware import is_metered, refuse
 from gateway.upstream import Delta
@@ -146,11 +146,10 @@ async def reserve(request: web.Request, tokens: int) -> Settle | None:
     settings: Settings = request.app[SETTINGS_KEY]
     for window, _, budget in settings.budgets:
         if tokens > budget:
-            # Waiting would not help: tell the SDKs not to retry.
-            headers = {"x-should-retry": "false"}
-            raise RateLimited(
+            # Waiting would not help, so this is the request's fault (a 400), not a 429.
+            raise BadRequest(
                 "token_request_too_large",
-                headers=headers,
+                param="max_tokens",
                 tokens=tokens,
                 limit=budget,
                 window=window,

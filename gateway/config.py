@@ -157,11 +157,20 @@ def _flag(raw: str) -> bool:
     raise ValueError("expected 1 or 0")
 
 
+# The gateway's own paths; the legacy route may not shadow them.
+RESERVED_PATHS = ("/healthz", "/readyz", "/metrics")
+
+
 def _route(raw: str) -> str:
     path = raw.strip("/")
     if any(c in path for c in "?#{} \t") or "//" in path:
         raise ValueError("expected a path such as api or v2/chat")
-    return "/" + path
+    route = "/" + path
+    if route in RESERVED_PATHS or route == "/v1" or route.startswith("/v1/"):
+        raise ValueError(
+            "that path is one of the gateway's own: /v1/..., " + ", ".join(RESERVED_PATHS)
+        )
+    return route
 
 
 def _base_url(raw: str) -> str:

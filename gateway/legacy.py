@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import AsyncIterator, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ log = logging.getLogger(__name__)
 
 Role = Literal["system", "user", "assistant"]
 ROLES: tuple[Role, ...] = ("system", "user", "assistant")
+# Keys travel in an HTTP header: printable ASCII only (the README's "Your API Key" included).
+_KEY = re.compile(r"[\x20-\x7e]{1,512}")
 
 
 @dataclass(frozen=True)
@@ -61,12 +64,30 @@ def _either(body: Mapping[str, Any], name: str, alias: str) -> tuple[str, Any]:
     return alias, body.get(alias)
 
 
+def _text(field: str, value: str) -> str:
+    # JSON can escape lone surrogates (\ud800) that no UTF-8 request to the upstream can carry.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRequest("field_bad_text", param=field, field=field) from None
+    return value
+
+
 def _optional_string(field: str, value: Any) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str):
         raise BadRequest("field_not_string", param=field, field=field)
-    return value
+    return _text(field, value)
+
+
+def _api_key(value: Any) -> str | None:
+    key = _optional_string("api_key", value)
+    if not key or not key.strip():
+        return None
+    if not _KEY.fullmatch(key.strip()):
+        raise BadRequest("field_bad_key", param="api_key")
+    return key.strip()
 
 
 def _history(field: str, value: Any) -> tuple[Message, ...]:
@@ -80,7 +101,7 @@ def _history(field: str, value: Any) -> tuple[Message, ...]:
         content = item.get("content") if isinstance(item, dict) else None
         if role not in ROLES or not isinstance(content, str):
             raise BadRequest("field_bad_message", param=field, field=field, index=index)
-        messages.append(Message(cast(Role, role), content))
+        messages.append(Message(cast(Role, role), _text(field, content)))
     return tuple(messages)
 
 
@@ -102,10 +123,11 @@ def parse_request(
         raise BadRequest("field_not_string", param="user_content", field="user_content")
     if not user or not user.strip():
         raise BadRequest("field_missing", param="user_content", field="user_content")
+    _text("user_content", user)
     system = _optional_string(*_either(body, "system_content", "sys_content"))
     history = _history(*_either(body, "continuous_dialogue", "continuous"))
     model = _optional_string("model", body.get("model"))
-    api_key = _optional_string("api_key", body.get("api_key"))
+    api_key = _api_key(body.get("api_key"))
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise BadRequest("field_not_boolean", param="stream", field="stream")
@@ -114,7 +136,7 @@ def parse_request(
         system_content=system or None,
         history=history,
         model=model.strip() if model and model.strip() else default_model,
-        api_key=api_key.strip() if api_key and api_key.strip() else None,
+        api_key=api_key,
         max_tokens=_max_tokens(body.get("max_tokens"), default_max, cap),
         stream=stream,
     )

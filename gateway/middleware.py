@@ -69,7 +69,8 @@ def _from_http(request: web.Request, exc: web.HTTPException) -> GatewayError | N
     if exc.status == 404:
         return NotFound()
     if exc.status == 405:
-        return MethodNotAllowed(method=request.method)
+        allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        return MethodNotAllowed(method=request.method, headers=allow)
     if exc.status == 413:
         return PayloadTooLarge(limit=request.app[SETTINGS_KEY].max_body_bytes)
     return None
@@ -108,17 +109,28 @@ async def rate_limit_middleware(request: web.Request, handler: Handler) -> web.S
         request[CLIENT_IP_KEY] = str(address)
     if not is_rate_limited(request):
         return await handler(request)
-    if is_metered(request):
-        request[BUCKET_KEY] = bucket(address, settings.ipv6_prefix)
+    key = bucket(address, settings.ipv6_prefix)
+    if not is_metered(request):
+        await _count(request, key)
         return await handler(request)
+    request[BUCKET_KEY] = key
+    try:
+        return await handler(request)
+    except GatewayError:
+        if DECISION_KEY not in request:
+            # Refused before its tokens could be weighed (bad body, no key): it still counts.
+            await _count(request, key)
+        raise
+
+
+async def _count(request: web.Request, key: str) -> None:
     started = time.perf_counter()
     try:
-        decision = await request.app[LIMITER_KEY].hit(bucket(address, settings.ipv6_prefix))
+        decision = await request.app[LIMITER_KEY].hit(key)
     finally:
         request[LIMITER_SECONDS_KEY] = time.perf_counter() - started
     request[DECISION_KEY] = decision
     refuse(decision)
-    return await handler(request)
 
 
 async def add_rate_limit_headers(request: web.Request, response: web.StreamResponse) -> None:

@@ -192,6 +192,9 @@ async def relay_post(request: web.Request) -> web.StreamResponse:
     meter = await meter_for(request, len(raw), worst)
     if meter is not None and stream:
         raw, meter.hide_usage = with_usage(raw, call)
+    if request.query_string:
+        # Some OpenAI-compatible servers (Azure's api-version) take parameters in the query.
+        path += "?" + request.query_string
     try:
         return await relay(request, "POST", path, key=key, body=raw, stream=stream, meter=meter)
     finally:

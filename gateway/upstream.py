@@ -127,8 +127,11 @@ class Upstream:
                     for choice in chunk.choices[:1]:
                         finished = finished or choice.finish_reason is not None
                         yield Delta(choice.delta.content or "", choice.finish_reason)
+        except openai.APITimeoutError as exc:
+            raise UpstreamTimeout() from exc
         except openai.OpenAIError as exc:
-            raise map_sdk_error(exc) from exc
+            # Connected and answering, then cut off: the answer broke, the upstream is reachable.
+            raise UpstreamUnavailable("upstream_stream_broken") from exc
         finally:
             upstream_finished()
         if not finished:

@@ -83,10 +83,11 @@ async def test_a_spent_minute_budget_gets_429_until_the_window_allows(
     assert len(fake.received) == 3
 
 
-async def test_admission_waits_for_the_body(make_client, fake, clock):
-    client = await make_client(MINUTE_LIMIT=1, TOKENS_PER_MINUTE=1000)
+async def test_a_bad_body_counts_as_a_request_but_reserves_no_tokens(make_client, fake, clock):
+    client = await make_client(MINUTE_LIMIT=3, TOKENS_PER_MINUTE=1000)
     bad = await client.post(CHAT, data=b"{not json", headers={"Content-Type": "application/json"})
     assert bad.status == 400
+    assert await remaining(client) == 1000  # asking is the second request of the minute
     assert (await client.get("/v1/models")).status == 200
     refused = await client.post(CHAT, data=body(False))
     assert refused.status == 429
@@ -98,8 +99,8 @@ async def test_a_call_larger_than_the_budget_is_refused_for_good(make_client, fa
     client = await make_client(TOKENS_PER_MINUTE=100)
     raw = body(False, max_tokens=200)
     response = await client.post(CHAT, data=raw)
-    assert response.status == 429
-    assert response.headers["x-should-retry"] == "false" and "Retry-After" not in response.headers
+    assert response.status == 400
+    assert "Retry-After" not in response.headers
     assert (await response.json())["error"]["code"] == "token_request_too_large"
     sent = []
 
@@ -110,7 +111,7 @@ async def test_a_call_larger_than_the_budget_is_refused_for_good(make_client, fa
     # Only to count the SDK's attempts; its retries (2 by default) stay as they are.
     http = httpx2.AsyncClient(event_hooks={"request": [count]})
     async with openai.AsyncOpenAI(base_url=url, api_key="sk-t", http_client=http) as sdk:
-        with pytest.raises(openai.RateLimitError) as caught:
+        with pytest.raises(openai.BadRequestError) as caught:
             await sdk.chat.completions.create(
                 model="m", messages=[{"role": "user", "content": "Hi"}], max_tokens=200
             )
@@ -278,3 +279,29 @@ async def test_a_legacy_call_is_charged_its_usage_not_its_reservation(
         assert response.status == 200
         await response.read()
     assert (await client.post("/api", json=call)).status == 429
+
+
+@pytest.mark.parametrize(
+    ("path", "raw", "status"),
+    [
+        ("/api", b"{bad", 400),
+        (CHAT, b"{bad", 400),
+        (CHAT, body(False, max_tokens=10_000), 400),  # can never fit the budget
+    ],
+)
+async def test_calls_refused_before_their_tokens_are_weighed_still_count(
+    make_client, fake, path, raw, status
+):
+    client = await make_client(MINUTE_LIMIT=2, TOKENS_PER_MINUTE=5000)
+    headers = {"Content-Type": "application/json"}
+    statuses = []
+    for _ in range(3):
+        response = await client.post(path, data=raw, headers=headers)
+        statuses.append(response.status)
+        assert response.headers["RateLimit"].startswith('"1m";r=')
+        assert "X-RateLimit-Remaining" in response.headers
+    assert statuses == [status, status, 429]
+    assert response.headers["Retry-After"] == "60"
+    response = await client.post(path, data=body(False), headers=headers)
+    assert response.status == 429
+    assert fake.received == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -84,6 +85,16 @@ def test_zero_or_empty_limit_means_none(value):
         ),
         ({"ROUTE": "a b"}, "ROUTE='a b' is not valid (expected a path such as api or v2/chat)"),
         (
+            {"ROUTE": "healthz"},
+            "ROUTE='healthz' is not valid (that path is one of the gateway's own: "
+            "/v1/..., /healthz, /readyz, /metrics)",
+        ),
+        (
+            {"ROUTE": "/v1/chat/completions"},
+            "ROUTE='/v1/chat/completions' is not valid (that path is one of the gateway's own: "
+            "/v1/..., /healthz, /readyz, /metrics)",
+        ),
+        (
             {"REDIS_FAILURE_MODE": "maybe"},
             "REDIS_FAILURE_MODE='maybe' is not valid (expected one of local, open, closed)",
         ),
@@ -147,3 +158,14 @@ def test_dotenv_beside_the_package_is_not_read(tmp_path):
         package_env.unlink()
     assert "HOUR_LIMIT" not in result.stderr
     assert "PORT='abc'" in result.stderr
+
+
+def test_a_port_already_taken_is_one_line(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = start(tmp_path, HOST="127.0.0.1", PORT=str(port))
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"gateway: cannot listen on HOST='127.0.0.1' PORT={port}: ")
+    assert "Traceback" not in result.stderr
