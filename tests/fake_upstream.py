@@ -23,6 +23,7 @@ FAKE_UPSTREAM_KEY = web.AppKey("FAKE_UPSTREAM_KEY", "FakeUpstream")
 class Received:
     method: str
     path: str
+    query: str
     key: str | None
     headers: dict[str, str]
     body: dict[str, Any] | None
@@ -102,6 +103,7 @@ async def _record(request: web.Request) -> Received:
     received = Received(
         method=request.method,
         path=request.path,
+        query=request.query_string,
         key=auth.removeprefix("Bearer ") if auth.startswith("Bearer ") else None,
         headers=dict(request.headers),
         body=body if isinstance(body, dict) else None,

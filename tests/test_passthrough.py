@@ -323,3 +323,13 @@ async def test_every_v1_route_counts_against_the_limits(client, method, path):
     info = await app.router.resolve(make_mocked_request(method, path, app=app))
     assert info.http_exception is None
     assert is_rate_limited(SimpleNamespace(match_info=info))
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/models"])
+async def test_query_string_reaches_the_upstream(client, fake, path):
+    body = {"model": "m", "messages": [{"role": "user", "content": "Hi"}]}
+    method = "POST" if path.endswith("completions") else "GET"
+    kwargs = {"json": body} if method == "POST" else {}
+    response = await client.request(method, path + "?api-version=2024-10-21", **kwargs)
+    assert response.status == 200
+    assert (fake.received[-1].path, fake.received[-1].query) == (path, "api-version=2024-10-21")
