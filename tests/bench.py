@@ -122,10 +122,11 @@ async def main() -> None:
     processes = [
         subprocess.Popen(  # noqa: ASYNC220 - started once, before anything is timed
             [python, "-m", "tests.fake_upstream", "--port", str(upstream_port)],
+            stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         ),
         subprocess.Popen(  # noqa: ASYNC220
-            [python, "-m", "gateway"], env=env, stderr=subprocess.DEVNULL
+            [python, "-m", "gateway"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         ),
     ]
     try:
