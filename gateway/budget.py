@@ -60,6 +60,14 @@ def with_usage(raw: bytes, call: Mapping[str, Any]) -> tuple[bytes, bool]:
     return json.dumps({**call, "stream_options": merged}, ensure_ascii=False).encode(), True
 
 
+def body_usage(body: bytes) -> Any:
+    """The `usage` member of a JSON answer, if it has one."""
+    try:
+        return json.loads(body).get("usage")
+    except (ValueError, UnicodeDecodeError, AttributeError, RecursionError):
+        return None
+
+
 def usage_tokens(usage: Any) -> int | None:
     if not isinstance(usage, dict):
         return None
@@ -117,12 +125,9 @@ class Meter:
         return not (self.hide_usage and not choices)
 
     def observe_body(self, body: bytes) -> None:
-        try:
-            usage = json.loads(body).get("usage")
-            self.usage = usage_tokens(usage)
-            upstream_usage(usage)
-        except (ValueError, AttributeError):
-            return
+        usage = body_usage(body)
+        self.usage = usage_tokens(usage)
+        upstream_usage(usage)
 
     async def settle(self) -> None:
         """Charge the call once; shielded, so a client hanging up cannot stop it halfway."""

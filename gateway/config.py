@@ -186,15 +186,24 @@ def _redis_url(raw: str) -> str:
     return raw
 
 
+_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+
+
+def _network(item: str) -> Network:
+    try:
+        net = ipaddress.ip_network(item, strict=False)
+    except ValueError:
+        raise ValueError(f"{item!r} is not an IP address or CIDR") from None
+    # Peers in IPv4-mapped form are compared as IPv4, so such a proxy is kept as IPv4 too.
+    if isinstance(net, ipaddress.IPv6Network) and net.prefixlen >= 96 and net.subnet_of(_MAPPED):
+        mapped = net.network_address.ipv4_mapped
+        assert mapped is not None
+        return ipaddress.IPv4Network((mapped, net.prefixlen - 96))
+    return net
+
+
 def _networks(raw: str) -> tuple[Network, ...]:
-    nets = []
-    for item in raw.split(","):
-        if item.strip():
-            try:
-                nets.append(ipaddress.ip_network(item.strip(), strict=False))
-            except ValueError:
-                raise ValueError(f"{item.strip()!r} is not an IP address or CIDR") from None
-    return tuple(nets)
+    return tuple(_network(item.strip()) for item in raw.split(",") if item.strip())
 
 
 def _key_prefix(raw: str) -> str:

@@ -12,8 +12,9 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
+from gateway.access import upstream_usage
 from gateway.body import parse_json_object, read_body
-from gateway.budget import Meter, meter_for, with_usage, worst_case
+from gateway.budget import Meter, body_usage, meter_for, with_usage, worst_case
 from gateway.errors import GatewayError, NotFound, Unauthorized, UpstreamUnavailable
 from gateway.keys import SETTINGS_KEY, UPSTREAM_KEY
 from gateway.render import openai_error
@@ -21,6 +22,9 @@ from gateway.sse import SSE_HEADERS, ClientGone, EventSplitter, Heartbeat, event
 from gateway.upstream import map_status
 
 log = logging.getLogger(__name__)
+
+# Without a token budget an answer is parsed only for the access log's token counts: small ones.
+USAGE_SCAN_BYTES = 256 * 1024
 
 _FORWARDED = ("Accept", "OpenAI-Organization", "OpenAI-Project", "OpenAI-Beta")
 _RELAYED = ("content-encoding", "x-request-id", "x-should-retry", "retry-after", "retry-after-ms")
@@ -111,6 +115,8 @@ async def relay(
             data = await beat.wait(opened.read())
             if meter is not None and meter.answered:
                 meter.observe_body(data)
+            elif opened.status < 400 and len(data) <= USAGE_SCAN_BYTES:
+                upstream_usage(body_usage(data))
             relayed = _relayed_headers(opened)
             relayed["Content-Type"] = opened.headers.get("Content-Type", "application/json")
             return web.Response(body=data, status=opened.status, headers=relayed)

@@ -11,12 +11,14 @@ from dotenv import dotenv_values
 
 from gateway.config import ConfigError, load_settings
 
-_WILDCARDS = ("0.0.0.0", "::", "")
+# A wildcard listener is reached on the loopback address of its own family (asyncio binds "::"
+# IPv6-only).
+_LOOPBACK = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}
 
 
 def liveness_url(environ: dict[str, str]) -> str:
     settings = load_settings(environ)
-    host = "127.0.0.1" if settings.host in _WILDCARDS else settings.host
+    host = _LOOPBACK.get(settings.host, settings.host)
     if ":" in host:
         host = f"[{host}]"
     return f"http://{host}:{settings.port}/healthz"

@@ -217,3 +217,16 @@ async def test_tokens_of_a_metered_v1_call_are_logged(make_client, caplog, acces
     await asyncio.wait_for(access_waiter.logged.wait(), timeout=10)
     (line,) = access_lines(caplog)
     assert (line["prompt_tokens"], line["completion_tokens"]) == (11, 4)
+
+
+async def test_tokens_of_a_v1_json_answer_are_logged_without_a_budget(
+    client, caplog, access_waiter
+):
+    caplog.set_level(logging.INFO)
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}]}
+    response = await client.post("/v1/chat/completions", json=body)
+    assert response.status == 200
+    await response.read()
+    await asyncio.wait_for(access_waiter.logged.wait(), timeout=10)
+    (line,) = access_lines(caplog)
+    assert (line["prompt_tokens"], line["completion_tokens"]) == (11, 4)

@@ -169,3 +169,8 @@ def test_a_port_already_taken_is_one_line(tmp_path):
     assert result.returncode == 1
     assert result.stderr.startswith(f"gateway: cannot listen on HOST='127.0.0.1' PORT={port}: ")
     assert "Traceback" not in result.stderr
+
+
+def test_trusted_proxies_in_ipv4_mapped_form_are_ipv4():
+    s = load_settings({"TRUSTED_PROXIES": "::ffff:10.0.0.1, ::ffff:10.1.0.0/112, 2001:db8::/32"})
+    assert [str(n) for n in s.trusted_proxies] == ["10.0.0.1/32", "10.1.0.0/16", "2001:db8::/32"]

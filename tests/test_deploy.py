@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from gateway.config import load_settings
+from gateway.probe import liveness_url
 from tests.processes import ROOT
 
 COMPOSE_ONLY = {"GATEWAY_REPLICAS", "PUBLISH_PORT", "GATEWAY_SUBNET", "STOP_GRACE_PERIOD"}
@@ -158,3 +159,16 @@ def test_docker_compose_config_accepts_the_file(tmp_path):
     assert gateway["deploy"]["replicas"] == 3
     assert gateway["environment"]["TRUSTED_PROXIES"] == "172.29.0.0/24"
     assert gateway["environment"]["LOG_FORMAT"] == "json"
+
+
+@pytest.mark.parametrize(
+    ("host", "url"),
+    [
+        ("0.0.0.0", "http://127.0.0.1:5000/healthz"),
+        ("::", "http://[::1]:5000/healthz"),
+        ("127.0.0.2", "http://127.0.0.2:5000/healthz"),
+        ("::1", "http://[::1]:5000/healthz"),
+    ],
+)
+def test_the_healthcheck_probes_the_address_the_gateway_listens_on(host, url):
+    assert liveness_url({"HOST": host}) == url

@@ -48,7 +48,7 @@ def nginx_config(listen: int, upstreams: list[int]) -> str:
     servers = "\n        ".join(f"server 127.0.0.1:{port};" for port in upstreams)
     for old, new in (
         ("listen 5000;", f"listen 127.0.0.1:{listen};"),
-        ("server gateway:5000 resolve;", servers),
+        ("server gateway:5000;", servers),
     ):
         assert text.count(old) == 1, f"deploy/nginx.conf no longer has {old!r}"
         text = text.replace(old, new)
