@@ -57,7 +57,8 @@ def map_status(status: int, reason: str, retry_after: str | None = None) -> Gate
     if status in (401, 403):
         return Unauthorized("upstream_unauthorized")
     if status == 429:
-        headers = {"Retry-After": retry_after} if retry_after else None
+        # Every 429 we send names a wait; with none from the upstream, a short one.
+        headers = {"Retry-After": retry_after or "1"}
         return UpstreamRejected("upstream_busy", status=429, headers=headers)
     if 400 <= status < 500:
         return UpstreamRejected("upstream_bad_request", status=400, reason=reason)

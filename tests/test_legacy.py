@@ -537,3 +537,11 @@ async def test_405_says_what_is_allowed(client):
     response = await client.put("/api")
     assert response.status == 405
     assert set(response.headers["Allow"].split(",")) >= {"GET", "POST"}
+
+
+@pytest.mark.parametrize(("given", "sent"), [("7", "7"), (None, "1")])
+def test_an_upstream_429_always_names_a_wait(given, sent):
+    from gateway.upstream import map_status
+
+    error = map_status(429, "busy", given)
+    assert (error.status, error.headers) == (429, {"Retry-After": sent})
