@@ -82,6 +82,14 @@ def _error_body(status: int, message: str) -> dict[str, Any]:
     }
 
 
+def _usage(prompt: int, completion: int) -> dict[str, int]:
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
+
+
 def _chunk(model: str, created: int, delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
     return {
         "id": "chatcmpl-fake",
@@ -169,11 +177,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
                         "finish_reason": "stop",
                     }
                 ],
-                "usage": {
-                    "prompt_tokens": fake.prompt_tokens,
-                    "completion_tokens": fake.completion_tokens(),
-                    "total_tokens": fake.prompt_tokens + fake.completion_tokens(),
-                },
+                "usage": _usage(fake.prompt_tokens, fake.completion_tokens()),
             }
         )
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
@@ -194,11 +198,7 @@ def _tool_call(fake: FakeUpstream, body: dict[str, Any], model: str, created: in
             "choices": [
                 {"index": 0, "message": message, "logprobs": None, "finish_reason": "tool_calls"}
             ],
-            "usage": {
-                "prompt_tokens": fake.prompt_tokens,
-                "completion_tokens": 9,
-                "total_tokens": fake.prompt_tokens + 9,
-            },
+            "usage": _usage(fake.prompt_tokens, 9),
         }
     )
 
@@ -242,11 +242,7 @@ async def _stream(
             await send(event(_chunk(model, created, {"content": piece}, None)))
         await send(event(_chunk(model, created, {}, "stop")))
         if include_usage:
-            usage = {
-                "prompt_tokens": fake.prompt_tokens,
-                "completion_tokens": fake.completion_tokens(),
-                "total_tokens": fake.prompt_tokens + fake.completion_tokens(),
-            }
+            usage = _usage(fake.prompt_tokens, fake.completion_tokens())
             final = {**_chunk(model, created, {}, None), "choices": [], "usage": usage}
             await send(event(final))
         await send(b"data: [DONE]\n\n")
@@ -275,11 +271,7 @@ async def completions(request: web.Request) -> web.StreamResponse:
                     "finish_reason": "stop",
                 }
             ],
-            "usage": {
-                "prompt_tokens": fake.prompt_tokens,
-                "completion_tokens": 4,
-                "total_tokens": 15,
-            },
+            "usage": _usage(fake.prompt_tokens, 4),
         }
     )
 
