@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from contextlib import aclosing
 from typing import Any
@@ -14,8 +13,8 @@ from aiohttp import web
 from gateway.access import upstream_usage
 from gateway.config import Settings
 from gateway.errors import BadRequest
-from gateway.keys import BUCKET_KEY, DECISION_KEY, LIMITER_KEY, LIMITER_SECONDS_KEY, SETTINGS_KEY
-from gateway.middleware import is_metered, refuse
+from gateway.keys import BUCKET_KEY, LIMITER_KEY, SETTINGS_KEY
+from gateway.middleware import admit
 from gateway.upstream import Delta
 
 Settle = Callable[[int], Awaitable[None]]
@@ -161,14 +160,7 @@ async def reserve(request: web.Request, tokens: int) -> Settle | None:
             )
     limiter = request.app[LIMITER_KEY]
     key = request[BUCKET_KEY]
-    started = time.perf_counter()
-    try:
-        decision = await limiter.hit(key, tokens=tokens)
-    finally:
-        request[LIMITER_SECONDS_KEY] = time.perf_counter() - started
-    request[DECISION_KEY] = decision
-    refuse(decision)
-    reservation = decision.reservation
+    reservation = (await admit(request, key, tokens)).reservation
     if reservation is None:
         return None
 
@@ -179,10 +171,8 @@ async def reserve(request: web.Request, tokens: int) -> Settle | None:
 
 
 async def meter_for(request: web.Request, size: int, worst: int) -> Meter | None:
-    """A meter for a call whose body is `size` bytes, admitted with `worst` tokens reserved;
-    None when no token budget applies."""
-    if not is_metered(request):
-        return None
+    """A meter for a metered call whose prompt is `size` bytes, admitted with `worst` tokens
+    reserved; None when nothing was reserved."""
     settle = await reserve(request, worst)
     return None if settle is None else Meter(prompt_estimate(size), settle=settle)
 

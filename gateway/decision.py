@@ -47,11 +47,6 @@ class Decision:
         return min(self.windows, key=lambda w: (w.remaining, -w.reset))
 
     @property
-    def remaining(self) -> int | None:
-        tightest = self.tightest
-        return None if tightest is None else tightest.remaining
-
-    @property
     def window(self) -> str | None:
         """The word for the window that refused (second, minute, hour, day); None if allowed."""
         return None if self.blocked_by is None else self.blocked_by.name

@@ -11,7 +11,8 @@ from gateway.i18n import Translator
 from gateway.metrics import Metrics
 
 if TYPE_CHECKING:
-    from gateway.limiter import Decision, Limiter
+    from gateway.decision import Decision
+    from gateway.limiter import Limiter
     from gateway.upstream import Upstream
 
 SETTINGS_KEY = web.AppKey("SETTINGS_KEY", Settings)

@@ -17,6 +17,7 @@ from gateway.body import read_json_object
 from gateway.budget import meter_for, metered_deltas, prompt_estimate
 from gateway.errors import BadRequest, Forbidden, GatewayError, Unauthorized
 from gateway.keys import SETTINGS_KEY, UPSTREAM_KEY
+from gateway.middleware import is_metered
 from gateway.render import dumps, failure_envelope
 from gateway.sse import SSE_HEADERS, sse_event
 from gateway.upstream import Delta
@@ -168,8 +169,11 @@ async def legacy_post(request: web.Request) -> web.StreamResponse:
         raise Unauthorized()
     messages = call.messages()
     sent = [m.as_dict() for m in messages]
-    size = len(json.dumps(sent, ensure_ascii=False).encode())
-    meter = await meter_for(request, size, prompt_estimate(size) + call.max_tokens)
+    meter = None
+    if is_metered(request):
+        # The prompt as the upstream will receive it, for the worst case the budget reserves.
+        size = len(json.dumps(sent, ensure_ascii=False).encode())
+        meter = await meter_for(request, size, prompt_estimate(size) + call.max_tokens)
     deltas = request.app[UPSTREAM_KEY].stream_chat(
         api_key=key,
         model=call.model,

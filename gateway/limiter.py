@@ -17,9 +17,7 @@ from gateway.decision import (
     MICRO,
     Decision,
     Reservation,
-    WindowState,
     decide,
-    rate_limit_headers,
 )
 from gateway.errors import LimiterUnavailable
 from gateway.redis_link import (
@@ -33,8 +31,6 @@ from gateway.redis_link import (
 from gateway.sliding_log import SlidingLog, Verdict, Window
 
 log = logging.getLogger(__name__)
-
-__all__ = ["Decision", "Limiter", "WindowState", "rate_limit_headers"]
 
 SCRIPT = (files("gateway") / "rate_limit.lua").read_text(encoding="utf-8")
 SETTLE_SCRIPT = (files("gateway") / "settle_tokens.lua").read_text(encoding="utf-8")

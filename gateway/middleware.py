@@ -9,6 +9,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from gateway.client_ip import bucket, client_address
+from gateway.decision import Decision, rate_limit_headers
 from gateway.errors import GatewayError, MethodNotAllowed, NotFound, PayloadTooLarge, RateLimited
 from gateway.keys import (
     BUCKET_KEY,
@@ -18,7 +19,6 @@ from gateway.keys import (
     LIMITER_SECONDS_KEY,
     SETTINGS_KEY,
 )
-from gateway.limiter import Decision, rate_limit_headers
 from gateway.render import dumps, error_body
 
 log = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ async def rate_limit_middleware(request: web.Request, handler: Handler) -> web.S
         return await handler(request)
     key = bucket(address, settings.ipv6_prefix)
     if not is_metered(request):
-        await _count(request, key)
+        await admit(request, key)
         return await handler(request)
     request[BUCKET_KEY] = key
     try:
@@ -119,18 +119,21 @@ async def rate_limit_middleware(request: web.Request, handler: Handler) -> web.S
     except GatewayError:
         if DECISION_KEY not in request:
             # Refused before its tokens could be weighed (bad body, no key): it still counts.
-            await _count(request, key)
+            await admit(request, key)
         raise
 
 
-async def _count(request: web.Request, key: str) -> None:
+async def admit(request: web.Request, key: str, tokens: int | None = None) -> Decision:
+    """One limiter decision for this request (with `tokens` reserved, if given), timed and kept
+    on the request for the headers, the log and the metrics; a refusal raises the 429."""
     started = time.perf_counter()
     try:
-        decision = await request.app[LIMITER_KEY].hit(key)
+        decision = await request.app[LIMITER_KEY].hit(key, tokens=tokens)
     finally:
         request[LIMITER_SECONDS_KEY] = time.perf_counter() - started
     request[DECISION_KEY] = decision
     refuse(decision)
+    return decision
 
 
 async def add_rate_limit_headers(request: web.Request, response: web.StreamResponse) -> None:

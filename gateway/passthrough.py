@@ -17,6 +17,7 @@ from gateway.body import parse_json_object, read_body
 from gateway.budget import Meter, body_usage, meter_for, with_usage, worst_case
 from gateway.errors import GatewayError, NotFound, Unauthorized, UpstreamUnavailable
 from gateway.keys import SETTINGS_KEY, UPSTREAM_KEY
+from gateway.middleware import is_metered
 from gateway.render import openai_error
 from gateway.sse import SSE_HEADERS, ClientGone, EventSplitter, Heartbeat, event_data, send
 from gateway.upstream import map_status
@@ -193,9 +194,11 @@ async def relay_post(request: web.Request) -> web.StreamResponse:
     call = parse_json_object(request, raw)
     path = request.path.removeprefix("/v1/")
     stream = call.get("stream") is True
-    reserve = request.app[SETTINGS_KEY].default_reserve_tokens
-    worst = worst_case(call, len(raw), reserve, completes=path != "embeddings")
-    meter = await meter_for(request, len(raw), worst)
+    meter = None
+    if is_metered(request):
+        reserve = request.app[SETTINGS_KEY].default_reserve_tokens
+        worst = worst_case(call, len(raw), reserve, completes=path != "embeddings")
+        meter = await meter_for(request, len(raw), worst)
     if meter is not None and stream:
         raw, meter.hide_usage = with_usage(raw, call)
     if request.query_string:

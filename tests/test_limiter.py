@@ -14,15 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.config import load_settings
-from gateway.limiter import (
-    SCRIPT,
-    Decision,
-    Limiter,
-    WindowState,
-    parse_reply,
-    rate_limit_headers,
-    script_args,
-)
+from gateway.decision import Decision, WindowState, rate_limit_headers
+from gateway.limiter import SCRIPT, Limiter, parse_reply, script_args
 from gateway.redis_link import key_for
 from gateway.sliding_log import SlidingLog
 from tests.redis_server import delete_prefix

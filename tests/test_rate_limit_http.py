@@ -199,7 +199,7 @@ async def test_the_decision_and_client_address_are_left_on_the_request(
     assert response.status == 200
     assert seen["ip"] == "198.51.100.4"
     decision = seen["decision"]
-    assert (decision.allowed, decision.remaining, decision.window) == (True, 1, None)
+    assert (decision.allowed, decision.tightest.remaining, decision.window) == (True, 1, None)
 
 
 class WatchedRedis(fakeredis.FakeAsyncRedis):
