@@ -163,23 +163,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     if body.get("tools") and not body.get("stream"):
         return _tool_call(fake, body, model, created)
     if not body.get("stream"):
-        return web.json_response(
-            {
-                "id": "chatcmpl-fake",
-                "object": "chat.completion",
-                "created": created,
-                "model": model,
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": "".join(fake.answer)},
-                        "logprobs": None,
-                        "finish_reason": "stop",
-                    }
-                ],
-                "usage": _usage(fake.prompt_tokens, fake.completion_tokens()),
-            }
-        )
+        message = {"role": "assistant", "content": "".join(fake.answer)}
+        usage = _usage(fake.prompt_tokens, fake.completion_tokens())
+        return _completion(model, created, message, "stop", usage)
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
     return await _stream(request, fake, model, created, include_usage)
 
@@ -189,16 +175,21 @@ def _tool_call(fake: FakeUpstream, body: dict[str, Any], model: str, created: in
     call = {"id": "call_fake", "type": "function", "function": {"name": name}}
     call["function"]["arguments"] = fake.tool_arguments
     message = {"role": "assistant", "content": None, "tool_calls": [call]}
+    return _completion(model, created, message, "tool_calls", _usage(fake.prompt_tokens, 9))
+
+
+def _completion(
+    model: str, created: int, message: dict[str, Any], finish: str, usage: dict[str, int]
+) -> web.Response:
+    choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
     return web.json_response(
         {
             "id": "chatcmpl-fake",
             "object": "chat.completion",
             "created": created,
             "model": model,
-            "choices": [
-                {"index": 0, "message": message, "logprobs": None, "finish_reason": "tool_calls"}
-            ],
-            "usage": _usage(fake.prompt_tokens, 9),
+            "choices": [choice],
+            "usage": usage,
         }
     )
 
