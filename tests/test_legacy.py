@@ -326,22 +326,37 @@ async def test_upstream_errors_are_mapped(
         }
 
 
-async def test_upstream_timeout_is_504(make_client, fake, translator):
+@pytest.mark.parametrize("language", LANGUAGES)
+async def test_upstream_timeout_is_504(make_client, fake, translator, language):
     fake.first_byte_delay = 2
-    client = await make_client(UPSTREAM_TIMEOUT="0.2")
+    client = await make_client(UPSTREAM_TIMEOUT="0.2", LANG=language)
     response, body = await post(client, {"user_content": "Hi"})
     assert response.status == 504
-    assert body["data"]["response"] == translator.translate("en", "upstream_timeout")
+    assert body == {
+        "code": 504,
+        "msg": "failed",
+        "data": {"response": translator.translate(language, "upstream_timeout")},
+    }
 
 
-async def test_unreachable_upstream_is_502(make_client, unused_tcp_port, translator):
-    client = await make_client(OPENAI_BASE_URL=f"http://127.0.0.1:{unused_tcp_port}/v1")
+@pytest.mark.parametrize("language", LANGUAGES)
+async def test_unreachable_upstream_is_502(make_client, unused_tcp_port, translator, language):
+    client = await make_client(
+        OPENAI_BASE_URL=f"http://127.0.0.1:{unused_tcp_port}/v1", LANG=language
+    )
     response, body = await post(client, {"user_content": "Hi"})
     assert response.status == 502
-    assert body["data"]["response"] == translator.translate("en", "upstream_unavailable")
+    assert body == {
+        "code": 502,
+        "msg": "failed",
+        "data": {"response": translator.translate(language, "upstream_unavailable")},
+    }
 
 
-async def test_internal_error_hides_its_text(aiohttp_client, settings, translator, caplog):
+@pytest.mark.parametrize("language", LANGUAGES)
+async def test_internal_error_hides_its_text(
+    aiohttp_client, settings, translator, caplog, language
+):
     from gateway.app import create_app
 
     app = create_app(settings, translator=translator)
@@ -351,14 +366,14 @@ async def test_internal_error_hides_its_text(aiohttp_client, settings, translato
 
     app.router.add_post("/broken", broken)
     client = await aiohttp_client(app)
-    response = await client.post("/broken", json={})
+    response = await client.post("/broken", json={}, headers={"Accept-Language": language})
     assert response.status == 500
     text = await response.text()
     assert "secret" not in text and "Traceback" not in text
     assert json.loads(text) == {
         "code": 500,
         "msg": "failed",
-        "data": {"response": translator.translate("en", "internal_error")},
+        "data": {"response": translator.translate(language, "internal_error")},
     }
     assert "secret internals" in caplog.text
 
