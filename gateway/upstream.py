@@ -86,9 +86,7 @@ class Upstream:
             api_key=settings.api_key.reveal() if settings.api_key else _NO_KEY,
             base_url=settings.openai_base_url,
             max_retries=0,
-            timeout=openai.Timeout(
-                settings.upstream_timeout, connect=min(10.0, settings.upstream_timeout)
-            ),
+            timeout=openai.Timeout(settings.upstream_timeout, connect=connect_timeout(settings)),
         )
 
     async def close(self) -> None:
@@ -160,9 +158,14 @@ class Upstream:
             upstream_finished()
 
 
+def connect_timeout(settings: Settings) -> float:
+    """A connection takes at most 10 s, or UPSTREAM_TIMEOUT if that is shorter."""
+    return min(10.0, settings.upstream_timeout)
+
+
 def client_timeout(settings: Settings) -> aiohttp.ClientTimeout:
     return aiohttp.ClientTimeout(
         total=None,
-        connect=min(10.0, settings.upstream_timeout),
+        connect=connect_timeout(settings),
         sock_read=settings.upstream_timeout,
     )
