@@ -14,9 +14,7 @@ COPY pyproject.toml ./
 RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > requirements.txt \
  && python -m venv --without-pip /venv \
  && python -m pip --python /venv/bin/python install -r requirements.txt
-# gateway/translations is a link to ../translations, so both are copied.
 COPY README.md ./
-COPY translations ./translations
 COPY gateway ./gateway
 RUN python -m pip wheel --no-deps --wheel-dir /wheels . \
  && python -m pip --python /venv/bin/python install --no-deps /wheels/*.whl

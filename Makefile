@@ -23,7 +23,7 @@ test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: install
-	$(BIN)/python -m pytest -m "not redis and not e2e" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests/unit tests/http -m "not redis and not e2e" $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check gateway tests

@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-import os
 import sys
-from pathlib import Path
 
 from aiohttp import web
-from dotenv import load_dotenv
 
 from gateway.app import create_app
-from gateway.config import ConfigError, load_settings
-from gateway.logs import setup_logging
+from gateway.config import ConfigError, environment, load_settings
+from gateway.observe.logs import setup_logging
 
 
 def main() -> None:
-    # Only the working directory's .env: python-dotenv's own search would start from this file.
-    env_file = Path.cwd() / ".env"
-    if env_file.is_file():
-        load_dotenv(env_file, override=False)
     try:
-        settings = load_settings(os.environ)
+        settings = load_settings(environment())
     except ConfigError as exc:
         print(f"gateway: configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

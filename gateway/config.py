@@ -1,13 +1,17 @@
-"""Settings, read once from a mapping of environment variables."""
+"""Settings, read once from a mapping of environment variables, and the typed limits they set."""
 
 from __future__ import annotations
 
 import ipaddress
 import math
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TypeVar
+from pathlib import Path
+from typing import Literal, TypeVar
 from urllib.parse import urlsplit
+
+from dotenv import dotenv_values
 
 from gateway.i18n import language_from_env
 
@@ -48,6 +52,30 @@ class Secret:
         return hash(self._value)
 
 
+MICRO = 1_000_000
+Unit = Literal["requests", "tokens"]
+_POLICY_NAMES = {"second": "1s", "minute": "1m", "hour": "1h", "day": "1d"}
+
+
+@dataclass(frozen=True)
+class Limit:
+    """So many requests (or tokens) in any rolling window of `seconds`."""
+
+    name: str  # second, minute, hour or day: the word used in headers, logs and messages
+    seconds: int
+    quantity: int
+    unit: Unit = "requests"
+
+    @property
+    def micros(self) -> int:
+        return self.seconds * MICRO
+
+    @property
+    def policy_name(self) -> str:
+        """The window's name in RateLimit headers: 1s, 1m, 1h, 1d."""
+        return _POLICY_NAMES[self.name]
+
+
 @dataclass(frozen=True)
 class Settings:
     api_key: Secret | None = None
@@ -55,6 +83,9 @@ class Settings:
     minute_limit: int = 0
     hour_limit: int = 0
     day_limit: int = 0
+    tokens_per_minute: int = 0
+    tokens_per_day: int = 0
+    default_reserve_tokens: int = 1024
     route: str = "/"
     language: str = "en"
     language_unknown: str | None = None
@@ -74,25 +105,25 @@ class Settings:
     trusted_proxies: tuple[Network, ...] = ()
     ipv6_prefix: int = 64
     stream_heartbeat: float = 10.0
-    tokens_per_minute: int = 0
-    tokens_per_day: int = 0
-    default_reserve_tokens: int = 1024
     log_format: str = "text"
     log_level: str = "INFO"
     shutdown_grace: float = 30.0
-    limits: tuple[tuple[str, int, int], ...] = field(init=False)
-    budgets: tuple[tuple[str, int, int], ...] = field(init=False)
+    limits: tuple[Limit, ...] = field(init=False)
+    budgets: tuple[Limit, ...] = field(init=False)
 
     def __post_init__(self) -> None:
         windows = (
-            ("second", 1, self.second_limit),
-            ("minute", 60, self.minute_limit),
-            ("hour", 3600, self.hour_limit),
-            ("day", 86400, self.day_limit),
+            Limit("second", 1, self.second_limit),
+            Limit("minute", 60, self.minute_limit),
+            Limit("hour", 3600, self.hour_limit),
+            Limit("day", 86400, self.day_limit),
         )
-        object.__setattr__(self, "limits", tuple(w for w in windows if w[2] > 0))
-        budgets = (("minute", 60, self.tokens_per_minute), ("day", 86400, self.tokens_per_day))
-        object.__setattr__(self, "budgets", tuple(b for b in budgets if b[2] > 0))
+        object.__setattr__(self, "limits", tuple(w for w in windows if w.quantity > 0))
+        budgets = (
+            Limit("minute", 60, self.tokens_per_minute, "tokens"),
+            Limit("day", 86400, self.tokens_per_day, "tokens"),
+        )
+        object.__setattr__(self, "budgets", tuple(b for b in budgets if b.quantity > 0))
 
 
 def _text(env: Mapping[str, str], name: str) -> str | None:
@@ -217,6 +248,14 @@ def _log_level(raw: str) -> str:
     if value not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         raise ValueError("expected DEBUG, INFO, WARNING or ERROR")
     return value
+
+
+def environment(folder: Path | None = None) -> dict[str, str]:
+    """What the gateway reads its settings from: the environment, over `.env` in the working
+    directory (only there: python-dotenv's own search would start from this file)."""
+    env_file = (folder or Path.cwd()) / ".env"
+    found = dotenv_values(env_file) if env_file.is_file() else {}
+    return {k: v for k, v in found.items() if v is not None} | dict(os.environ)
 
 
 def load_settings(env: Mapping[str, str]) -> Settings:

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import urllib.request
-from pathlib import Path
+from collections.abc import Mapping
 
-from dotenv import dotenv_values
-
-from gateway.config import ConfigError, load_settings
+from gateway.config import ConfigError, environment, load_settings
 
 # A wildcard listener is reached on the loopback address of its own family (asyncio binds "::"
 # IPv6-only).
 _LOOPBACK = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}
 
 
-def liveness_url(environ: dict[str, str]) -> str:
+def liveness_url(environ: Mapping[str, str]) -> str:
     settings = load_settings(environ)
     host = _LOOPBACK.get(settings.host, settings.host)
     if ":" in host:
@@ -25,12 +22,8 @@ def liveness_url(environ: dict[str, str]) -> str:
 
 
 def main() -> int:
-    # The settings the server read: the environment first, then .env in the working directory.
-    env_file = Path.cwd() / ".env"
-    found = dotenv_values(env_file) if env_file.is_file() else {}
-    environ = {k: v for k, v in found.items() if v is not None} | dict(os.environ)
     try:
-        url = liveness_url(environ)
+        url = liveness_url(environment())
     except ConfigError as exc:
         print(f"probe: {exc}", file=sys.stderr)
         return 1

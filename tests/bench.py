@@ -74,7 +74,7 @@ async def limiter_figures() -> None:
     from redis.asyncio import Redis
 
     from gateway.config import load_settings
-    from gateway.limiter import Limiter
+    from gateway.limits.limiter import Limiter
 
     url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
     redis = Redis.from_url(url)
@@ -121,7 +121,7 @@ async def main() -> None:
     env.pop("REDIS_URL", None)
     processes = [
         subprocess.Popen(  # noqa: ASYNC220 - started once, before anything is timed
-            [python, "-m", "tests.fake_upstream", "--port", str(upstream_port)],
+            [python, "-m", "tests.support.fake_upstream", "--port", str(upstream_port)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         ),

@@ -13,11 +13,12 @@ from pytest_aiohttp import AiohttpClient, AiohttpServer
 from gateway.app import create_app
 from gateway.config import Settings, load_settings
 from gateway.i18n import Translator
-from tests.fake_upstream import FakeUpstream, create_fake_upstream
+from gateway.limits.limiter import Clock
+from tests.support.fake_upstream import FakeUpstream, create_fake_upstream
 
 MakeClient = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
 
-pytest_plugins = ["tests.redis_server"]
+pytest_plugins = ["tests.support.redis_server"]
 
 
 @pytest.fixture(scope="session")
@@ -50,12 +51,14 @@ def make_client(
 ) -> MakeClient:
     """A gateway built by the production factory from base_env plus overrides."""
 
-    async def make(**env: Any) -> TestClient[web.Request, web.Application]:
+    async def make(
+        clock: Clock | None = None, **env: Any
+    ) -> TestClient[web.Request, web.Application]:
         merged = {**base_env, **{k: str(v) for k, v in env.items() if v is not None}}
         for name in [k for k, v in env.items() if v is None]:
             merged.pop(name, None)
         settings = load_settings(merged)
-        return await aiohttp_client(create_app(settings, translator=translator))
+        return await aiohttp_client(create_app(settings, translator=translator, clock=clock))
 
     return make
 

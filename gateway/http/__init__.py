@@ -1,0 +1,1 @@
+"""The edge: middleware, the client address, request bodies, rendering errors, SSE."""

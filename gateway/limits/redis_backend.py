@@ -1,0 +1,112 @@
+"""The Redis backend: rate_limit.lua and settle_tokens.lua, each decision one atomic round trip."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Sequence
+from importlib.resources import files
+from typing import Any
+
+from gateway.config import Limit
+from gateway.limits.backend import BackendUnavailable, Verdict
+from gateway.limits.redis_link import (
+    FAILURES,
+    RedisClient,
+    RedisHealth,
+    budget_keys_for,
+    failure_name,
+    key_for,
+)
+
+SCRIPT = (files("gateway.limits") / "rate_limit.lua").read_text(encoding="utf-8")
+SETTLE_SCRIPT = (files("gateway.limits") / "settle_tokens.lua").read_text(encoding="utf-8")
+
+
+def _flat(limits: Sequence[Limit]) -> list[int]:
+    return [len(limits), *itertools.chain.from_iterable((w.micros, w.quantity) for w in limits)]
+
+
+def script_args(
+    limits: Sequence[Limit],
+    now: int | None,
+    member: str,
+    budgets: Sequence[Limit] = (),
+    need: int | None = None,
+) -> list[str | int]:
+    """rate_limit.lua's ARGV: the time ("" for Redis TIME), the member, the request windows, then
+    (with `need`) the token budgets and the tokens to reserve."""
+    args: list[str | int] = ["" if now is None else now, member, *_flat(limits)]
+    if need is not None:
+        args += [*_flat(budgets), need]
+    return args
+
+
+def parse_reply(reply: Any) -> Verdict:
+    values = [int(v) for v in reply]
+    pairs = tuple(zip(values[1::2], values[2::2], strict=True))
+    return values[0] == 1, pairs
+
+
+class RedisBackend:
+    """Decides in Redis, within REDIS_TIMEOUT per call; a call that fails counts towards
+    declaring Redis down (see RedisHealth) and raises BackendUnavailable."""
+
+    source = "redis"
+
+    def __init__(
+        self,
+        redis: RedisClient,
+        *,
+        prefix: str,
+        limits: Sequence[Limit],
+        budgets: Sequence[Limit],
+        timeout: float,
+        mode: str,
+    ) -> None:
+        self.prefix = prefix
+        self.limits = tuple(limits)
+        self.budgets = tuple(budgets)
+        self.timeout = timeout
+        self.health = RedisHealth(redis, timeout, mode)
+        self._script = redis.register_script(SCRIPT)
+        self._settle = redis.register_script(SETTLE_SCRIPT)
+
+    @property
+    def down(self) -> bool:
+        return self.health.down
+
+    async def hit(self, key: str, now: int | None, member: str, need: int | None) -> Verdict:
+        keys = [key_for(self.prefix, key)]
+        if need is not None:
+            keys += budget_keys_for(self.prefix, key)
+        args = script_args(self.limits, now, member, self.budgets, need)
+        return parse_reply(await self._call(self._script, keys, args))
+
+    async def settle(self, key: str, member: str, reserved: int, used: int) -> None:
+        args = [f"{member}:{reserved}", f"{member}:{used}", used - reserved]
+        args += [budget.micros for budget in self.budgets]
+        # A settlement is not a decision: its failures do not count towards declaring Redis down.
+        await self._call(self._settle, budget_keys_for(self.prefix, key), args, decides=False)
+
+    async def _call(
+        self, script: Any, keys: list[str], args: list[Any], decides: bool = True
+    ) -> Any:
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(self.timeout):
+                reply = await script(keys=keys, args=args)
+        except FAILURES as exc:
+            if decides:
+                self.health.failed(started, exc)
+            raise BackendUnavailable(failure_name(exc)) from exc
+        if decides:
+            self.health.succeeded()
+        return reply
+
+    async def ready(self) -> bool:
+        return not self.health.down and await self.health.ping()
+
+    async def aclose(self) -> None:
+        await self.health.aclose()

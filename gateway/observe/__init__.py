@@ -1,0 +1,1 @@
+"""What the gateway tells operators: the access log, metrics, request ids, log set-up."""

@@ -1,0 +1,1 @@
+"""The handlers: the original project's route, the OpenAI relay, and the ops endpoints."""

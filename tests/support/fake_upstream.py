@@ -1,0 +1,320 @@
+"""A real aiohttp server that speaks OpenAI's wire format, with switches for every misbehaviour.
+
+Tests flip the attributes of `FakeUpstream` and read `received` to see what reached the upstream.
+Run it alone with `python -m tests.support.fake_upstream --port 8001` to try the gateway by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+FAKE_UPSTREAM_KEY = web.AppKey("FAKE_UPSTREAM_KEY", "FakeUpstream")
+
+
+@dataclass
+class Received:
+    method: str
+    path: str
+    query: str
+    key: str | None
+    headers: dict[str, str]
+    body: dict[str, Any] | None
+    raw: bytes
+
+    @property
+    def model(self) -> Any:
+        return (self.body or {}).get("model")
+
+    @property
+    def messages(self) -> Any:
+        return (self.body or {}).get("messages")
+
+    @property
+    def max_tokens(self) -> Any:
+        return (self.body or {}).get("max_tokens")
+
+
+@dataclass
+class FakeUpstream:
+    """What the upstream does next; tests change these between requests."""
+
+    answer: list[str] = field(default_factory=lambda: ["Hello", ", ", "world", "!"])
+    status: int = 200  # 400, 401, 404, 429, 500 ... answer with OpenAI's error body
+    error_message: str = "The model `nope` does not exist"
+    first_byte_delay: float = 0.0  # before the response headers
+    hold_first_byte: asyncio.Event | None = None  # chat waits for it before the response headers
+    tool_arguments: str = '{"city": "Paris"}'  # a chat call offering tools gets a call to the first
+    first_chunk_delay: float = 0.0  # after the headers, before the first event
+    chunk_delay: float = 0.0  # between deltas
+    cut_after: int | None = None  # deltas sent before the connection is dropped
+    error_event_after: int | None = None  # deltas sent before an error event
+    split_events: bool = True  # write events in pieces that cut through lines and events
+    hold_after_first: asyncio.Event | None = None  # the stream waits for it after the first delta
+    prompt_tokens: int = 11
+    accepted_keys: set[str] | None = None  # None accepts any key
+    received: list[Received] = field(default_factory=list)
+    started: asyncio.Event = field(default_factory=asyncio.Event)
+    cancelled: asyncio.Event = field(default_factory=asyncio.Event)
+    finished: asyncio.Event = field(default_factory=asyncio.Event)
+    stream_bytes: list[bytes] = field(default_factory=list)
+
+    def completion_tokens(self) -> int:
+        return len(self.answer)
+
+
+def _error_body(status: int, message: str) -> dict[str, Any]:
+    kinds = {401: "invalid_api_key", 404: "model_not_found", 429: "rate_limit_exceeded"}
+    return {
+        "error": {
+            "message": message,
+            "type": "invalid_request_error" if status < 500 else "server_error",
+            "param": None,
+            "code": kinds.get(status),
+        }
+    }
+
+
+def _usage(prompt: int, completion: int) -> dict[str, int]:
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
+
+
+def _chunk(model: str, created: int, delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+    }
+
+
+async def _record(request: web.Request) -> Received:
+    fake = request.app[FAKE_UPSTREAM_KEY]
+    raw = await request.read()
+    try:
+        body = json.loads(raw) if raw else None
+    except ValueError:
+        body = None
+    auth = request.headers.get("Authorization", "")
+    received = Received(
+        method=request.method,
+        path=request.path,
+        query=request.query_string,
+        key=auth.removeprefix("Bearer ") if auth.startswith("Bearer ") else None,
+        headers=dict(request.headers),
+        body=body if isinstance(body, dict) else None,
+        raw=raw,
+    )
+    fake.received.append(received)
+    fake.started.set()
+    return received
+
+
+RECEIVED_KEY = web.RequestKey("RECEIVED_KEY", Received)
+
+
+@web.middleware
+async def _front(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every route: record the call, wait if asked, and refuse it if a switch says so."""
+    fake = request.app[FAKE_UPSTREAM_KEY]
+    received = await _record(request)
+    if fake.first_byte_delay:
+        await asyncio.sleep(fake.first_byte_delay)
+    if fake.hold_first_byte is not None:
+        await fake.hold_first_byte.wait()
+    refusal = _refusal(fake, received)
+    if refusal is not None:
+        return refusal
+    request[RECEIVED_KEY] = received
+    return await handler(request)
+
+
+def _refusal(fake: FakeUpstream, received: Received) -> web.Response | None:
+    if fake.accepted_keys is not None and received.key not in fake.accepted_keys:
+        return web.json_response(_error_body(401, "Incorrect API key provided"), status=401)
+    if fake.status != 200:
+        message = (
+            fake.error_message if fake.status in (400, 404) else f"fake upstream {fake.status}"
+        )
+        headers = {"Retry-After": "7"} if fake.status == 429 else None
+        return web.json_response(
+            _error_body(fake.status, message), status=fake.status, headers=headers
+        )
+    return None
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    fake = request.app[FAKE_UPSTREAM_KEY]
+    body = request[RECEIVED_KEY].body or {}
+    model = str(body.get("model", "gpt-4o-mini"))
+    created = int(time.time())
+    if body.get("tools") and not body.get("stream"):
+        return _tool_call(fake, body, model, created)
+    if not body.get("stream"):
+        message = {"role": "assistant", "content": "".join(fake.answer)}
+        usage = _usage(fake.prompt_tokens, fake.completion_tokens())
+        return _completion(model, created, message, "stop", usage)
+    include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+    return await _stream(request, fake, model, created, include_usage)
+
+
+def _tool_call(fake: FakeUpstream, body: dict[str, Any], model: str, created: int) -> web.Response:
+    name = body["tools"][0]["function"]["name"]
+    call = {"id": "call_fake", "type": "function", "function": {"name": name}}
+    call["function"]["arguments"] = fake.tool_arguments
+    message = {"role": "assistant", "content": None, "tool_calls": [call]}
+    return _completion(model, created, message, "tool_calls", _usage(fake.prompt_tokens, 9))
+
+
+def _completion(
+    model: str, created: int, message: dict[str, Any], finish: str, usage: dict[str, int]
+) -> web.Response:
+    choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
+    return web.json_response(
+        {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion",
+            "created": created,
+            "model": model,
+            "choices": [choice],
+            "usage": usage,
+        }
+    )
+
+
+async def _stream(
+    request: web.Request, fake: FakeUpstream, model: str, created: int, include_usage: bool
+) -> web.StreamResponse:
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await response.prepare(request)
+
+    async def send(payload: bytes) -> None:
+        fake.stream_bytes.append(payload)
+        if fake.split_events and len(payload) > 8:
+            cut = len(payload) // 2
+            await response.write(payload[:cut])
+            await asyncio.sleep(0.001)
+            await response.write(payload[cut:])
+        else:
+            await response.write(payload)
+
+    def event(data: dict[str, Any]) -> bytes:
+        return f"data: {json.dumps(data)}\n\n".encode()
+
+    try:
+        if fake.first_chunk_delay:
+            await asyncio.sleep(fake.first_chunk_delay)
+        await send(event(_chunk(model, created, {"role": "assistant", "content": ""}, None)))
+        for index, piece in enumerate(fake.answer):
+            if fake.cut_after is not None and index == fake.cut_after:
+                assert request.transport is not None
+                request.transport.close()
+                return response
+            if fake.error_event_after is not None and index == fake.error_event_after:
+                await send(event(_error_body(500, "The server had an error mid-stream")))
+                await response.write_eof()
+                return response
+            if index and fake.chunk_delay:
+                await asyncio.sleep(fake.chunk_delay)
+            if index == 1 and fake.hold_after_first is not None:
+                await fake.hold_after_first.wait()
+            await send(event(_chunk(model, created, {"content": piece}, None)))
+        await send(event(_chunk(model, created, {}, "stop")))
+        if include_usage:
+            usage = _usage(fake.prompt_tokens, fake.completion_tokens())
+            final = {**_chunk(model, created, {}, None), "choices": [], "usage": usage}
+            await send(event(final))
+        await send(b"data: [DONE]\n\n")
+        await response.write_eof()
+        fake.finished.set()
+    except (ConnectionResetError, asyncio.CancelledError):
+        fake.cancelled.set()
+        raise
+    return response
+
+
+async def completions(request: web.Request) -> web.StreamResponse:
+    fake = request.app[FAKE_UPSTREAM_KEY]
+    received = request[RECEIVED_KEY]
+    return web.json_response(
+        {
+            "id": "cmpl-fake",
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": (received.body or {}).get("model", "gpt-3.5-turbo-instruct"),
+            "choices": [
+                {
+                    "text": "".join(fake.answer),
+                    "index": 0,
+                    "logprobs": None,
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": _usage(fake.prompt_tokens, 4),
+        }
+    )
+
+
+async def embeddings(request: web.Request) -> web.StreamResponse:
+    received = request[RECEIVED_KEY]
+    return web.json_response(
+        {
+            "object": "list",
+            "data": [{"object": "embedding", "index": 0, "embedding": [0.25, -0.5, 0.125]}],
+            "model": (received.body or {}).get("model", "text-embedding-3-small"),
+            "usage": {"prompt_tokens": 3, "total_tokens": 3},
+        }
+    )
+
+
+MODELS = ["gpt-4o-mini", "gpt-4o", "text-embedding-3-small"]
+
+
+def _model(name: str) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": 1700000000, "owned_by": "fake"}
+
+
+async def list_models(request: web.Request) -> web.StreamResponse:
+    return web.json_response({"object": "list", "data": [_model(m) for m in MODELS]})
+
+
+async def get_model(request: web.Request) -> web.StreamResponse:
+    name = request.match_info["model"]
+    if name not in MODELS:
+        return web.json_response(_error_body(404, f"The model `{name}` does not exist"), status=404)
+    return web.json_response(_model(name))
+
+
+def create_fake_upstream(fake: FakeUpstream | None = None) -> web.Application:
+    app = web.Application(middlewares=[_front])
+    app[FAKE_UPSTREAM_KEY] = fake or FakeUpstream()
+    app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_post("/v1/completions", completions)
+    app.router.add_post("/v1/embeddings", embeddings)
+    app.router.add_get("/v1/models", list_models)
+    app.router.add_get("/v1/models/{model}", get_model)
+    return app
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, default=8001)
+    parser.add_argument("--chunk-delay", type=float, default=0.0)
+    args = parser.parse_args()
+    web.run_app(
+        create_fake_upstream(FakeUpstream(chunk_delay=args.chunk_delay)),
+        host="127.0.0.1",
+        port=args.port,
+    )

@@ -1,0 +1,96 @@
+"""SIGTERM to `python -m gateway`: it stops accepting, lets a stream finish, then exits."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+
+import aiohttp
+import pytest
+
+from tests.support.fake_upstream import FakeUpstream
+from tests.support.processes import free_port, gateway, wait_until_refused, wait_until_serving
+
+pytestmark = pytest.mark.e2e
+
+
+def events(raw: bytes) -> list[tuple[str, dict]]:
+    found = []
+    for block in raw.decode().split("\n\n"):
+        if not block.strip():
+            continue
+        lines = dict(line.split(": ", 1) for line in block.split("\n"))
+        found.append((lines["event"], json.loads(lines["data"])))
+    return found
+
+
+@pytest.fixture
+def upstream_env(fake_server) -> dict[str, str]:
+    return {
+        "OPENAI_BASE_URL": str(fake_server.make_url("/v1")),
+        "API_KEY": "sk-server-key",
+        "ROUTE": "api",
+        "LOG_FORMAT": "json",
+    }
+
+
+async def test_a_stream_in_flight_completes_after_sigterm(
+    tmp_path, fake: FakeUpstream, upstream_env
+):
+    fake.hold_after_first = asyncio.Event()
+    port = free_port()
+    proc = gateway(port, tmp_path / "gateway.log", SHUTDOWN_GRACE="20", **upstream_env)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        await wait_until_serving(f"{base}/healthz", proc)
+        async with aiohttp.ClientSession() as session:
+            body = {"user_content": "Tell me", "stream": True}
+            async with session.post(f"{base}/api", json=body) as response:
+                assert response.status == 200
+                first = await response.content.readuntil(b"\n\n")
+                proc.signal(signal.SIGTERM)
+                # The listener closes while the stream is still held open upstream.
+                await wait_until_refused("127.0.0.1", port)
+                assert proc.alive()
+                fake.hold_after_first.set()
+                rest = await response.read()
+        answer = events(first + rest)
+        assert [name for name, _ in answer] == ["delta"] * 4 + ["done"]
+        assert "".join(data["delta"] for _, data in answer[:-1]) == "Hello, world!"
+        assert answer[-1][1]["current_response"] == "Hello, world!"
+        assert await proc.wait(20) == 0
+        lines = [json.loads(line) for line in proc.output().splitlines() if line.startswith("{")]
+        streamed = [x for x in lines if x.get("route") == "/api"]
+        assert [(x["status"], x["method"]) for x in streamed] == [(200, "POST")]
+    finally:
+        fake.hold_after_first.set()
+        proc.close()
+
+
+# aiohttp alone would read a shutdown timeout of 0 as "wait forever".
+@pytest.mark.parametrize("grace", ["0", "0.5"])
+async def test_a_stream_longer_than_the_grace_is_cut_and_the_process_exits(
+    tmp_path, fake: FakeUpstream, upstream_env, grace
+):
+    fake.hold_after_first = asyncio.Event()
+    port = free_port()
+    proc = gateway(port, tmp_path / "gateway.log", SHUTDOWN_GRACE=grace, **upstream_env)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        await wait_until_serving(f"{base}/healthz", proc)
+        async with aiohttp.ClientSession() as session:
+            body = {"user_content": "Tell me", "stream": True}
+            async with session.post(f"{base}/api", json=body) as response:
+                await response.content.readuntil(b"\n\n")
+                signalled = time.monotonic()
+                proc.signal(signal.SIGTERM)
+                assert await proc.wait(20) == 0
+                took = time.monotonic() - signalled
+                with pytest.raises(aiohttp.ClientPayloadError):
+                    await response.read()
+        print(f"exit {took:.2f}s after SIGTERM with SHUTDOWN_GRACE={grace} and a stream held open")
+    finally:
+        fake.hold_after_first.set()
+        proc.close()
