@@ -34,13 +34,13 @@ test-fast: install
 	$(BIN)/python -m pytest -m "not redis and not e2e" $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check gateway tests
-	$(BIN)/ruff format --check gateway tests
+	$(BIN)/ruff check gateway tests scripts
+	$(BIN)/ruff format --check gateway tests scripts
 	$(BIN)/mypy
 
 fmt: install
-	$(BIN)/ruff format gateway tests
-	$(BIN)/ruff check --fix gateway tests
+	$(BIN)/ruff format gateway tests scripts
+	$(BIN)/ruff check --fix gateway tests scripts
 
 bench: install
 	$(BIN)/python -m tests.bench
