@@ -9,12 +9,12 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
-# Dependencies first, from pyproject.toml alone: editing the source reuses this layer.
-COPY pyproject.toml ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > requirements.txt \
- && python -m venv --without-pip /venv \
- && python -m pip --python /venv/bin/python install -r requirements.txt
-COPY README.md ./
+# Dependencies first, from the runtime lock alone (exact versions, hash-checked; `make lock`
+# writes it): editing the source or pyproject.toml reuses this layer.
+COPY requirements.txt ./
+RUN python -m venv --without-pip /venv \
+ && python -m pip --python /venv/bin/python install -r requirements.txt --require-hashes
+COPY pyproject.toml README.md ./
 COPY gateway ./gateway
 RUN python -m pip wheel --no-deps --wheel-dir /wheels . \
  && python -m pip --python /venv/bin/python install --no-deps /wheels/*.whl

@@ -4,17 +4,25 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-fast lint fmt bench up down clean
+.PHONY: install lock run test test-fast lint fmt bench up down clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=25.1"
 
-$(STAMP): pyproject.toml $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e . --group dev
+# The exact, hash-checked versions of requirements-dev.txt (runtime + dev), then the project itself.
+$(STAMP): pyproject.toml requirements.txt requirements-dev.txt $(BIN)/python
+	@echo "Installing the locked dependencies into $(VENV) (once; a minute or two)"
+	$(BIN)/python -m pip install --require-hashes -r requirements-dev.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	@touch $(STAMP)
 
 install: $(STAMP)
+
+# After editing the dependencies in pyproject.toml: re-resolve both lock files from PyPI.
+lock: $(BIN)/python
+	$(BIN)/python -m pip install --quiet "uv>=0.5"
+	$(BIN)/python scripts/lock.py
 
 run: install
 	$(BIN)/python -m gateway
@@ -26,13 +34,13 @@ test-fast: install
 	$(BIN)/python -m pytest tests/unit tests/http -m "not redis and not e2e" $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check gateway tests
-	$(BIN)/ruff format --check gateway tests
+	$(BIN)/ruff check gateway tests scripts
+	$(BIN)/ruff format --check gateway tests scripts
 	$(BIN)/mypy
 
 fmt: install
-	$(BIN)/ruff format gateway tests
-	$(BIN)/ruff check --fix gateway tests
+	$(BIN)/ruff format gateway tests scripts
+	$(BIN)/ruff check --fix gateway tests scripts
 
 bench: install
 	$(BIN)/python -m tests.bench

@@ -15,7 +15,6 @@ import shutil
 import signal
 import sys
 import sysconfig
-import tomllib
 import zipfile
 from pathlib import Path
 
@@ -104,7 +103,8 @@ def test_dependencies_are_installed_before_the_source_is_copied():
     deps = next(i for i, s in enumerate(steps) if "install -r requirements.txt" in s)
     source = next(i for i, s in enumerate(steps) if s.startswith("COPY gateway"))
     assert deps < source
-    assert [s for s in steps[:deps] if s.startswith("COPY")] == ["COPY pyproject.toml ./"]
+    assert [s for s in steps[:deps] if s.startswith("COPY")] == ["COPY requirements.txt ./"]
+    assert "--require-hashes" in steps[deps]
 
 
 def dockerignore_excludes(path: str) -> bool:
@@ -125,7 +125,13 @@ def dockerignore_excludes(path: str) -> bool:
 
 
 def test_dockerignore_keeps_what_the_build_copies_and_drops_secrets():
-    for kept in ("pyproject.toml", "README.md", "gateway/app.py", "gateway/translations/en.po"):
+    for kept in (
+        "pyproject.toml",
+        "requirements.txt",
+        "README.md",
+        "gateway/app.py",
+        "gateway/translations/en.po",
+    ):
         assert not dockerignore_excludes(kept), kept
     for dropped in (".env", ".venv/bin/python", ".git/HEAD", "tests/conftest.py"):
         assert dockerignore_excludes(dropped), dropped
@@ -184,8 +190,8 @@ async def test_wheel_from_the_dockerfile_carries_its_data_and_serves(tmp_path):
     fresh_site = next(venv.glob("lib/python*/site-packages"))
     (fresh_site / "zz_dev_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
 
-    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-    assert (src / "requirements.txt").read_text().split("\n")[:-1] == declared
+    # tests/unit/test_lock.py checks that requirements.txt, installed above, agrees with pyproject.
+    assert (src / "requirements.txt").read_text() == (ROOT / "requirements.txt").read_text()
 
     (wheel,) = wheels.glob("*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
