@@ -25,6 +25,7 @@ from gateway.middleware import (
 from gateway.ops import add_ops_routes
 from gateway.passthrough import relay_models, relay_post
 from gateway.redis_link import RedisClient, connect_redis
+from gateway.routes.playground import add_playground_routes
 from gateway.upstream import Upstream, client_timeout
 
 
@@ -81,4 +82,5 @@ def create_app(
     app.router.add_get("/v1/models", rate_limited(relay_models))
     app.router.add_get("/v1/models/{model}", rate_limited(relay_models))
     add_ops_routes(app)
+    add_playground_routes(app)
     return app
