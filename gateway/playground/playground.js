@@ -190,9 +190,12 @@ function setStatus(key, params) {
   $("status").textContent = key ? t(key, params) : "";
 }
 
-function showError(message) {
+// The gateway's reason first, then (if any) what the page suggests doing about it.
+function showError(...lines) {
   const box = $("error");
-  box.textContent = message;
+  box.replaceChildren(
+    ...lines.map((line) => Object.assign(document.createElement("p"), { textContent: line })),
+  );
   box.hidden = false;
 }
 
@@ -258,7 +261,7 @@ async function readJson(response) {
 async function showFailure(response) {
   const reason = reasonOf(await readJson(response)) ?? t("badReply", { status: response.status });
   if (response.status === 401) {
-    showError(`${reason}\n${t("needKey")}`);
+    showError(reason, t("needKey"));
     $("key-box").open = true;
     $("key").focus();
   } else {
