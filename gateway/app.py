@@ -27,6 +27,7 @@ from gateway.observe.metrics import Metrics
 from gateway.routes.legacy import legacy_get, legacy_post
 from gateway.routes.openai import relay_models, relay_post
 from gateway.routes.ops import healthz, metrics, readyz
+from gateway.routes.playground import playground_routes
 from gateway.upstream.client import Upstream, client_timeout
 
 LEGACY = Policy(limited=True, envelope="legacy")
@@ -48,6 +49,9 @@ def add_routes(app: web.Application, settings: Settings) -> None:
     routes.add(app, "GET", "/healthz", healthz, OPS)
     routes.add(app, "GET", "/readyz", readyz, OPS)
     routes.add(app, "GET", "/metrics", metrics, OPS)
+    if settings.playground:
+        for path, page in playground_routes(settings).items():
+            routes.add(app, "GET", path, page, OPS)
 
 
 async def upstream_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -110,6 +110,7 @@ class Settings:
     shutdown_grace: float = 30.0
     limits: tuple[Limit, ...] = field(init=False)
     budgets: tuple[Limit, ...] = field(init=False)
+    playground: bool = True
 
     def __post_init__(self) -> None:
         windows = (
@@ -297,10 +298,13 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         log_format=_get(env, "LOG_FORMAT", _choice(LOG_FORMATS), "text"),
         log_level=_get(env, "LOG_LEVEL", _log_level, "INFO"),
         shutdown_grace=_get(env, "SHUTDOWN_GRACE", _seconds(zero=True), 30.0),
+        playground=_get(env, "PLAYGROUND", _flag, True),
     )
     if settings.default_max_tokens > settings.max_tokens_cap:
         raise ConfigError(
             f"DEFAULT_MAX_TOKENS={settings.default_max_tokens} is above "
             f"MAX_TOKENS_CAP={settings.max_tokens_cap}"
         )
+    if settings.playground and (settings.route + "/").startswith("/playground/"):
+        raise ConfigError(f"ROUTE={env['ROUTE']!r} is the playground's path (or set PLAYGROUND=0)")
     return settings
