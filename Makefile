@@ -26,16 +26,17 @@ test-fast: install
 	$(BIN)/python -m pytest -m "not redis and not e2e" $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check gateway tests
-	$(BIN)/ruff format --check gateway tests
+	$(BIN)/ruff check gateway tests bench
+	$(BIN)/ruff format --check gateway tests bench
 	$(BIN)/mypy
 
 fmt: install
-	$(BIN)/ruff format gateway tests
-	$(BIN)/ruff check --fix gateway tests
+	$(BIN)/ruff format gateway tests bench
+	$(BIN)/ruff check --fix gateway tests bench
 
+# wrk load on loopback, under 5 minutes; BENCH_SECONDS and BENCH_ROUNDS change its length.
 bench: install
-	$(BIN)/python -m tests.bench
+	$(BIN)/python -m bench
 
 up:
 	docker compose up -d --build
