@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-fast lint fmt bench up down clean
+.PHONY: install run test test-fast lint fmt bench bench-profile up down clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ fmt: install
 # wrk load on loopback, under 5 minutes; BENCH_SECONDS and BENCH_ROUNDS change its length.
 bench: install
 	$(BIN)/python -m bench
+
+# py-spy samples of the gateway under wrk load; py-spy is not a dev dependency: pip install it.
+bench-profile: install
+	$(BIN)/python -m bench.profile
 
 up:
 	docker compose up -d --build
