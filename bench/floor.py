@@ -7,6 +7,7 @@ and its body comes back chunk by chunk. Run it as `python -m bench.floor --port 
 from __future__ import annotations
 
 import argparse
+from collections.abc import AsyncIterator
 
 import aiohttp
 import uvloop
@@ -34,7 +35,7 @@ async def relay(request: web.Request) -> web.StreamResponse:
         return response
 
 
-async def session_ctx(app: web.Application):  # type: ignore[no-untyped-def]
+async def session_ctx(app: web.Application) -> AsyncIterator[None]:
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector, auto_decompress=False) as session:
         app[SESSION_KEY] = session
