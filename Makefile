@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install lock run test test-fast lint fmt bench up down clean
+.PHONY: install lock run test test-fast lint fmt bench bench-profile up down clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,16 +34,21 @@ test-fast: install
 	$(BIN)/python -m pytest tests/unit tests/http -m "not redis and not e2e" $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check gateway tests scripts
-	$(BIN)/ruff format --check gateway tests scripts
+	$(BIN)/ruff check gateway tests scripts bench
+	$(BIN)/ruff format --check gateway tests scripts bench
 	$(BIN)/mypy
 
 fmt: install
-	$(BIN)/ruff format gateway tests scripts
-	$(BIN)/ruff check --fix gateway tests scripts
+	$(BIN)/ruff format gateway tests scripts bench
+	$(BIN)/ruff check --fix gateway tests scripts bench
 
+# wrk load on loopback, under 5 minutes; BENCH_SECONDS and BENCH_ROUNDS change its length.
 bench: install
-	$(BIN)/python -m tests.bench
+	$(BIN)/python -m bench
+
+# py-spy samples of the gateway under wrk load; py-spy is not a dev dependency: pip install it.
+bench-profile: install
+	$(BIN)/python -m bench.profile
 
 up:
 	docker compose up -d --build

@@ -312,9 +312,24 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, default=8001)
     parser.add_argument("--chunk-delay", type=float, default=0.0)
+    parser.add_argument(
+        "--events",
+        type=int,
+        default=None,
+        help="SSE events in a stream without usage, [DONE] included (at least 4); default 7",
+    )
+    parser.add_argument(
+        "--whole-events", action="store_true", help="write each event at once, never split"
+    )
     args = parser.parse_args()
+    fake = FakeUpstream(chunk_delay=args.chunk_delay, split_events=not args.whole_events)
+    if args.events is not None:
+        if args.events < 4:
+            parser.error("--events must be at least 4: role, one delta, stop, [DONE]")
+        # The role event, the stop event and [DONE] frame the content deltas.
+        fake.answer = [f"word{n} " for n in range(args.events - 3)]
     web.run_app(
-        create_fake_upstream(FakeUpstream(chunk_delay=args.chunk_delay)),
+        create_fake_upstream(fake),
         host="127.0.0.1",
         port=args.port,
     )

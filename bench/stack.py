@@ -1,0 +1,93 @@
+"""The processes under test, on loopback: redis-server, fake upstream, floor and gateway."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import tempfile
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.support.processes import ROOT, Process, base_env, free_port, gateway, wait_until_serving
+from tests.support.redis_server import RedisServer
+
+# 19 content deltas between the role event and the stop event, then [DONE].
+STREAM_EVENTS = 22
+# High enough never to refuse, so that every request pays for the limiter's full round trip.
+LIMITS = {
+    "SECOND_LIMIT": "1000000",
+    "MINUTE_LIMIT": "100000000",
+    "TOKENS_PER_MINUTE": "1000000000000",
+}
+
+
+@dataclass
+class Stack:
+    upstream: Process
+    floor: Process
+    gateway: Process
+    redis: RedisServer
+    ports: dict[str, int]
+    logs: Path
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.ports[name]}"
+
+
+@contextlib.asynccontextmanager
+async def running_stack() -> AsyncIterator[Stack]:
+    """Everything started and answering; every process stopped on the way out."""
+    logs = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
+    ports = {"upstream": free_port(), "floor": free_port(), "gateway": free_port()}
+    redis = RedisServer()
+    redis.start()
+    processes: list[Process] = []
+    try:
+        env = base_env(PYTHONPATH=str(ROOT))
+        upstream = Process(
+            [
+                *(
+                    sys.executable,
+                    "-m",
+                    "tests.support.fake_upstream",
+                    "--port",
+                    str(ports["upstream"]),
+                ),
+                *("--events", str(STREAM_EVENTS), "--whole-events"),
+            ],
+            log=logs / "upstream.log",
+            env=env,
+            cwd=ROOT,
+        )
+        processes.append(upstream)
+        floor = Process(
+            [
+                *(sys.executable, "-m", "bench.floor", "--port", str(ports["floor"])),
+                *("--upstream", f"http://127.0.0.1:{ports['upstream']}"),
+            ],
+            log=logs / "floor.log",
+            env=env,
+            cwd=ROOT,
+        )
+        processes.append(floor)
+        # Run from an empty directory so that no .env is read; the access log stays at INFO.
+        gw = gateway(
+            ports["gateway"],
+            logs / "gateway.log",
+            OPENAI_BASE_URL=f"http://127.0.0.1:{ports['upstream']}/v1",
+            API_KEY="sk-bench",
+            ROUTE="api",
+            REDIS_URL=redis.url,
+            **LIMITS,
+        )
+        processes.append(gw)
+        stack = Stack(upstream, floor, gw, redis, ports, logs)
+        await wait_until_serving(stack.url("upstream") + "/v1/models", upstream)
+        await wait_until_serving(stack.url("floor") + "/v1/models", floor)
+        await wait_until_serving(stack.url("gateway") + "/healthz", gw)
+        yield stack
+    finally:
+        for process in reversed(processes):
+            process.close()
+        redis.stop()
