@@ -73,12 +73,13 @@ async def limiter_ctx(
 ) -> AsyncIterator[None]:
     """The limiter on the given client, on one built from REDIS_URL, or embedded without it.
 
-    Nothing connects here: the gateway starts even while Redis is down.
+    It connects and loads the scripts, but starts even while Redis is down.
     """
     settings = app[SETTINGS_KEY]
     owned = connect_redis(settings) if redis is None and settings.redis_url else None
     limiter = Limiter(settings, redis or owned, clock=clock)
     app[LIMITER_KEY] = limiter
+    await limiter.start()
     yield
     await limiter.aclose()
     if owned is not None:

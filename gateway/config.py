@@ -100,6 +100,8 @@ class Settings:
     redis_url: str | None = None
     redis_cluster: bool = False
     redis_timeout: float = 0.5
+    redis_call_timeout: float = 5.0
+    replicas: int = 1
     redis_failure_mode: str = "local"
     key_prefix: str = "gw"
     trusted_proxies: tuple[Network, ...] = ()
@@ -287,6 +289,8 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         redis_url=redis_url,
         redis_cluster=cluster,
         redis_timeout=_get(env, "REDIS_TIMEOUT", _seconds(), 0.5),
+        redis_call_timeout=_get(env, "REDIS_CALL_TIMEOUT", _seconds(), 5.0),
+        replicas=_get(env, "REPLICAS", _whole(1), 1),
         redis_failure_mode=_get(env, "REDIS_FAILURE_MODE", _choice(FAILURE_MODES), "local"),
         key_prefix=_get(env, "KEY_PREFIX", _key_prefix, "gw"),
         trusted_proxies=_get(env, "TRUSTED_PROXIES", _networks, ()),

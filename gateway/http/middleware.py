@@ -16,6 +16,9 @@ from gateway.limits.headers import rate_limit_headers
 
 log = logging.getLogger(__name__)
 
+DEGRADED_HEADER = "X-RateLimit-Degraded"
+DEGRADED = frozenset({"local", "open"})
+
 
 def _from_http(request: web.Request, exc: web.HTTPException) -> GatewayError | None:
     if exc.status == 404:
@@ -84,3 +87,6 @@ async def add_rate_limit_headers(request: web.Request, response: web.StreamRespo
         admission = request.get(ADMISSION_KEY)
         decision = admission.decision if admission is not None else None
         response.headers.update(rate_limit_headers(request.app[SETTINGS_KEY].limits, decision))
+        if decision is not None and decision.source in DEGRADED:
+            # Decided without Redis: by this replica alone (local), or not at all (open).
+            response.headers[DEGRADED_HEADER] = decision.source

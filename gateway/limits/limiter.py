@@ -9,13 +9,13 @@ import os
 import time
 from collections.abc import Callable
 
-from gateway.config import Settings
+from gateway.config import Limit, Settings
 from gateway.errors import LimiterUnavailable
 from gateway.limits.backend import BackendUnavailable, Verdict
 from gateway.limits.decision import Decision, Reservation, decide
 from gateway.limits.memory import MemoryBackend
 from gateway.limits.redis_backend import RedisBackend
-from gateway.limits.redis_link import RedisClient
+from gateway.limits.redis_link import RedisClient, describe
 
 log = logging.getLogger(__name__)
 
@@ -28,13 +28,20 @@ def _monotonic_us() -> int:
     return time.monotonic_ns() // 1000
 
 
+def share(limit: Limit, replicas: int) -> Limit:
+    """What one of `replicas` replicas may admit alone: rounded down, so that together they
+    never admit more than the limit."""
+    return Limit(limit.name, limit.seconds, limit.quantity // replicas, limit.unit)
+
+
 class Limiter:
     """Decides whether a client may make one more request, and records it if so.
 
-    Without Redis the embedded backend decides. With Redis, a call that fails or times out is
-    decided by REDIS_FAILURE_MODE: the embedded backend (local), admitted (open), or
-    LimiterUnavailable (closed). `clock` (microseconds) replaces Redis TIME and the process's
-    clocks, for tests.
+    Without Redis the embedded backend decides. With Redis, a call that fails is decided by
+    REDIS_FAILURE_MODE: in process (local), admitted (open), or LimiterUnavailable (closed). In
+    local mode this replica admits at most its share of each limit (the limit divided by
+    REPLICAS), counting the calls Redis admitted through it. `clock` (microseconds) replaces
+    Redis TIME and the process's clocks, for tests.
     """
 
     def __init__(
@@ -45,14 +52,23 @@ class Limiter:
         self.prefix = settings.key_prefix
         self.mode = settings.redis_failure_mode
         self.clock = clock
-        self._local = MemoryBackend(self.limits, self.budgets)
+        self.where = (
+            describe(settings.redis_url, settings.redis_cluster) if settings.redis_url else ""
+        )
+        if redis is None:
+            self._local_limits, self._local_budgets = self.limits, self.budgets
+        else:
+            self._local_limits = tuple(share(w, settings.replicas) for w in self.limits)
+            self._local_budgets = tuple(share(b, settings.replicas) for b in self.budgets)
+        self._local = MemoryBackend(self._local_limits, self._local_budgets)
         self._redis = (
             RedisBackend(
                 redis,
                 prefix=self.prefix,
                 limits=self.limits,
                 budgets=self.budgets,
-                timeout=settings.redis_timeout,
+                timeout=settings.redis_call_timeout,
+                connect_timeout=settings.redis_timeout,
                 mode=self.mode,
             )
             if redis is not None
@@ -93,7 +109,10 @@ class Limiter:
             verdict = await self._redis.hit(key, now, member, need)
         except BackendUnavailable as exc:
             return await self._fallback(key, need, now, exc)
-        if not verdict[0]:
+        if verdict[0]:
+            # Known here too, should this replica have to decide alone (REDIS_FAILURE_MODE=local).
+            self._local.record(key, now)
+        else:
             self._remember_refusal(key, sent, verdict)
         return self._decision(verdict, "redis", member, need)
 
@@ -109,6 +128,24 @@ class Limiter:
             await backend.settle(key, reservation.member, reservation.tokens, tokens)
         except BackendUnavailable as exc:
             log.warning("could not settle a token reservation (%s); it stays charged", exc)
+
+    async def start(self) -> None:
+        """Open connections to Redis and load its scripts, and say in one line whether it
+        answered; the gateway starts either way."""
+        if self._redis is None:
+            return
+        where = self.where or "Redis"
+        try:
+            await self._redis.warm()
+        except BackendUnavailable as exc:
+            log.warning(
+                "%s did not answer at start-up (%s); REDIS_FAILURE_MODE=%s decides until it does",
+                where,
+                exc,
+                self.mode,
+            )
+        else:
+            log.info("%s answered; REDIS_FAILURE_MODE=%s while it does not", where, self.mode)
 
     async def ready(self) -> bool:
         """Whether requests can be decided: always, unless closed mode has no Redis to ask."""
@@ -130,10 +167,14 @@ class Limiter:
         return self._decision(await backend.hit(key, now, member, need), source, member, need)
 
     def _decision(self, verdict: Verdict, source: str, member: str, need: int | None) -> Decision:
+        limits, budgets = (
+            (self._local_limits, self._local_budgets)
+            if source == "local"
+            else (self.limits, self.budgets)
+        )
         if need is None:
-            return decide(self.limits, verdict, source)
-        reservation = Reservation(member, need, source)
-        return decide(self.limits, verdict, source, self.budgets, reservation)
+            return decide(limits, verdict, source)
+        return decide(limits, verdict, source, budgets, Reservation(member, need, source))
 
     async def _fallback(
         self, key: str, need: int | None, now: int | None, exc: BaseException | None = None

@@ -32,6 +32,10 @@ class MemoryBackend:
     async def settle(self, key: str, member: str, reserved: int, used: int) -> None:
         self.log.settle(key, member, used)
 
+    def record(self, key: str, now: int | None) -> None:
+        """Note a request another backend admitted, so this log knows it if it must decide."""
+        self.log.record(key, wall_clock_us() if now is None else now)
+
 
 class SlidingLog:
     """Admitted request times per client, trimmed to the longest window.
@@ -60,23 +64,19 @@ class SlidingLog:
             first = bisect.bisect_right(log, now - length)
             count = len(log) - first
             release = 0
-            if count > 0:
-                skip = 0
-                if count >= limit:
-                    skip = count - limit
-                    admit = False
-                release = log[first + skip] + length - now
+            if count >= limit:
+                admit = False
+            if limit == 0:
+                release = length  # a window that admits nothing (a degraded share of 0)
+            elif count > 0:
+                release = log[first + max(count - limit, 0)] + length - now
             checks.append((length, limit, count, release))
         budgets = self.budgets if need is not None else ()
         charges = self._charges.get(key) or Charges()
         spent = [charges.check(now, length, limit, need or 0) for length, limit in budgets]
         admit = admit and all(used + (need or 0) <= limit for _, limit, used, _, _ in spent)
         if admit and self.windows:
-            del log[: bisect.bisect_right(log, now - self.longest)]
-            bisect.insort(log, now)
-            self._logs[key] = log
-            self._logs.move_to_end(key)
-            self._forget_idle(now)
+            self._record(key, log, now)
         if admit and budgets:
             charges.record(now, self.longest_budget, spent, member, need or 0)
             self._charges[key] = charges
@@ -95,6 +95,18 @@ class SlidingLog:
                 (max(limit - count, 0), release) for _, limit, count, release in checks
             ) + tuple((max(limit - used, 0), release) for _, limit, used, release, _ in spent)
         return admit, states
+
+    def record(self, key: str, now: int) -> None:
+        """Add a request to the client's log whatever its windows hold."""
+        if self.windows:
+            self._record(key, self._logs.get(key, []), now)
+
+    def _record(self, key: str, log: list[int], now: int) -> None:
+        del log[: bisect.bisect_right(log, now - self.longest)]
+        bisect.insort(log, now)
+        self._logs[key] = log
+        self._logs.move_to_end(key)
+        self._forget_idle(now)
 
     def settle(self, key: str, member: str, tokens: int) -> None:
         charges = self._charges.get(key)

@@ -7,6 +7,8 @@
 -- ARGV[2]  the unique member recording this request
 -- ARGV[3]  n, the number of request windows, then n pairs: window length (microseconds), limit
 --
+-- A member already recorded (the same call sent twice) is answered as admitted, not counted again.
+--
 -- Reply: {allowed, remaining_1, reset_1, ..., remaining_n, reset_n}. reset_i is the number of
 -- microseconds until window i frees a unit (0 when it holds nothing); when refused, the windows
 -- with remaining 0 are the ones that refused, and the largest of their resets is the exact wait.
@@ -186,6 +188,20 @@ local now = clock()
 local windows, after = read_limits(3)
 local budgets, last = read_limits(after)
 local need = tonumber(ARGV[last]) or 0
+
+-- A call sent again with the same member (its connection broke before the answer came back) was
+-- recorded the first time: it is answered as admitted and not counted twice.
+local seen = (#windows > 0 and redis.call("ZSCORE", KEYS[1], ARGV[2]))
+  or (#budgets > 0 and redis.call("ZSCORE", KEYS[2], ARGV[2] .. ":" .. int(need)))
+if seen then
+  check_log(KEYS[1], now, windows)
+  check_budgets(KEYS[2], KEYS[3], now, budgets, 0)
+  local again = {1}
+  reply_checks(again, windows, 0, true)
+  reply_checks(again, budgets, 0, true)
+  return again
+end
+
 local admit = check_log(KEYS[1], now, windows)
 if #budgets > 0 then
   admit = check_budgets(KEYS[2], KEYS[3], now, budgets, need) and admit

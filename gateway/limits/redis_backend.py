@@ -13,6 +13,7 @@ from gateway.config import Limit
 from gateway.limits.backend import BackendUnavailable, Verdict
 from gateway.limits.redis_link import (
     FAILURES,
+    POOL_SIZE,
     RedisClient,
     RedisHealth,
     budget_keys_for,
@@ -50,8 +51,10 @@ def parse_reply(reply: Any) -> Verdict:
 
 
 class RedisBackend:
-    """Decides in Redis, within REDIS_TIMEOUT per call; a call that fails counts towards
-    declaring Redis down (see RedisHealth) and raises BackendUnavailable."""
+    """Decides in Redis. A call waits for its answer up to REDIS_CALL_TIMEOUT: a busy Redis or a
+    busy event loop only makes it wait. A call that fails (Redis refused, reset, unreachable, or
+    silent past that deadline) counts towards declaring Redis down (see RedisHealth) and raises
+    BackendUnavailable."""
 
     source = "redis"
 
@@ -63,8 +66,11 @@ class RedisBackend:
         limits: Sequence[Limit],
         budgets: Sequence[Limit],
         timeout: float,
+        connect_timeout: float,
         mode: str,
     ) -> None:
+        self.redis = redis
+        self.connect_timeout = connect_timeout
         self.prefix = prefix
         self.limits = tuple(limits)
         self.budgets = tuple(budgets)
@@ -72,6 +78,22 @@ class RedisBackend:
         self.health = RedisHealth(redis, timeout, mode)
         self._script = redis.register_script(SCRIPT)
         self._settle = redis.register_script(SETTLE_SCRIPT)
+        # Calls wait here rather than open a connection each: a burst never storms Redis.
+        self._slots = asyncio.Semaphore(POOL_SIZE)
+
+    async def warm(self, connections: int = 8) -> None:
+        """Open a few connections and load both scripts, so that the first burst finds them.
+        Raises BackendUnavailable, and Redis counts as down until a probe finds it."""
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(self.connect_timeout + self.timeout):
+                await asyncio.gather(*(self.redis.ping() for _ in range(connections)))
+                for script in (self._script, self._settle):
+                    await self.redis.script_load(script.script)
+        except FAILURES as exc:
+            self.health.failed(started, exc)
+            self.health.mark_down()
+            raise BackendUnavailable(failure_name(exc)) from exc
 
     @property
     def down(self) -> bool:
@@ -95,7 +117,7 @@ class RedisBackend:
     ) -> Any:
         started = time.monotonic()
         try:
-            async with asyncio.timeout(self.timeout):
+            async with self._slots, asyncio.timeout(self.timeout):
                 reply = await script(keys=keys, args=args)
         except FAILURES as exc:
             if decides:

@@ -8,11 +8,13 @@ import logging
 import math
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from gateway.config import Settings
@@ -23,8 +25,11 @@ RedisClient = Redis | RedisCluster
 FAILURES = (RedisError, OSError, TimeoutError)
 
 # Redis is declared down after this many failed calls in a row, each started after the previous
-# failure was seen: a burst of calls that time out together counts once, so a busy Redis stays.
+# failure was seen: a burst of calls that fail together counts once.
 FAILURES_BEFORE_DOWN = 3
+# Calls to Redis in flight at once from one process, on every topology: the pool's size. A burst
+# of requests waits for a connection instead of opening hundreds at once.
+POOL_SIZE = 64
 # While Redis is down it is pinged this often; the first good answer puts it back in use.
 PROBE_INTERVAL = 0.5
 
@@ -40,23 +45,40 @@ def budget_keys_for(prefix: str, client: str) -> list[str]:
 
 
 def connect_redis(settings: Settings) -> RedisClient:
-    """A client that fails fast: REDIS_TIMEOUT on connect, read and pool wait, no retries."""
+    """A client that tells an unreachable Redis from a slow one: a connection must open within
+    REDIS_TIMEOUT, while an answer on an open connection may take REDIS_CALL_TIMEOUT. A call whose
+    connection breaks is sent once more on a new one (the script is idempotent per request)."""
     assert settings.redis_url is not None
     options: dict[str, Any] = {
-        "socket_timeout": settings.redis_timeout,
+        "socket_timeout": settings.redis_call_timeout,
         "socket_connect_timeout": settings.redis_timeout,
-        "retry": Retry(NoBackoff(), 0),
+        "retry": Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
         # No HELLO, CLIENT SETINFO or maintenance notifications: a new connection sends nothing
         # before the script.
         "protocol": 2,
         "driver_info": None,
     }
     if settings.redis_cluster:
-        return RedisCluster.from_url(settings.redis_url, **options)
+        # Per node; the backend never has more than POOL_SIZE calls in flight in all.
+        return RedisCluster.from_url(settings.redis_url, max_connections=POOL_SIZE, **options)
     pool = BlockingConnectionPool.from_url(
-        settings.redis_url, max_connections=64, timeout=settings.redis_timeout, **options
+        settings.redis_url,
+        max_connections=POOL_SIZE,
+        timeout=settings.redis_call_timeout,
+        **options,
     )
     return Redis.from_pool(pool)
+
+
+def describe(url: str, cluster: bool) -> str:
+    """Where Redis is, for a log line: host, port and database, never a password."""
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        where = parts.path
+    else:
+        where = f"{parts.hostname or 'localhost'}:{parts.port or 6379}"
+    database = parts.path.strip("/") or "0"
+    return f"Redis Cluster at {where}" if cluster else f"Redis at {where} database {database}"
 
 
 def failure_name(exc: BaseException) -> str:
@@ -64,7 +86,10 @@ def failure_name(exc: BaseException) -> str:
 
 
 class RedisHealth:
-    """Counts failed calls; after repeated ones Redis is down and probed until it answers."""
+    """Counts failed calls; after repeated ones Redis is down and probed until it answers.
+
+    `timeout` bounds a PING's answer; connecting is bounded by the client's own connect timeout.
+    """
 
     def __init__(self, redis: RedisClient, timeout: float, mode: str) -> None:
         self.redis = redis
@@ -91,12 +116,17 @@ class RedisHealth:
                 self.mode,
             )
         if self._streak >= FAILURES_BEFORE_DOWN and not self.down:
-            self.down = True
             log.warning(
                 "Redis is down after %d failures in a row; REDIS_FAILURE_MODE=%s until it answers",
                 self._streak,
                 self.mode,
             )
+            self.mark_down()
+
+    def mark_down(self) -> None:
+        """Decide by the failure mode, without waiting on Redis, until a probe finds it again."""
+        if not self.down:
+            self.down = True
             self._probe = asyncio.create_task(self._probe_until_back())
 
     async def ping(self) -> bool:
