@@ -68,7 +68,7 @@ class Limiter:
                 limits=self.limits,
                 budgets=self.budgets,
                 timeout=settings.redis_call_timeout,
-                connect_timeout=settings.redis_timeout,
+                probe_timeout=settings.redis_timeout,
                 mode=self.mode,
             )
             if redis is not None

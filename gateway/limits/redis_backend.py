@@ -23,6 +23,8 @@ from gateway.limits.redis_link import (
 
 SCRIPT = (files("gateway.limits") / "rate_limit.lua").read_text(encoding="utf-8")
 SETTLE_SCRIPT = (files("gateway.limits") / "settle_tokens.lua").read_text(encoding="utf-8")
+# Connections opened at start-up, so that a first burst finds most of what it needs.
+WARM_CONNECTIONS = 16
 
 
 def _flat(limits: Sequence[Limit]) -> list[int]:
@@ -66,27 +68,26 @@ class RedisBackend:
         limits: Sequence[Limit],
         budgets: Sequence[Limit],
         timeout: float,
-        connect_timeout: float,
+        probe_timeout: float,
         mode: str,
     ) -> None:
         self.redis = redis
-        self.connect_timeout = connect_timeout
         self.prefix = prefix
         self.limits = tuple(limits)
         self.budgets = tuple(budgets)
         self.timeout = timeout
-        self.health = RedisHealth(redis, timeout, mode)
+        self.health = RedisHealth(redis, timeout, probe_timeout, mode)
         self._script = redis.register_script(SCRIPT)
         self._settle = redis.register_script(SETTLE_SCRIPT)
         # Calls wait here rather than open a connection each: a burst never storms Redis.
         self._slots = asyncio.Semaphore(POOL_SIZE)
 
-    async def warm(self, connections: int = 8) -> None:
+    async def warm(self, connections: int = WARM_CONNECTIONS) -> None:
         """Open a few connections and load both scripts, so that the first burst finds them.
         Raises BackendUnavailable, and Redis counts as down until a probe finds it."""
         started = time.monotonic()
         try:
-            async with asyncio.timeout(self.connect_timeout + self.timeout):
+            async with asyncio.timeout(self.timeout):
                 await asyncio.gather(*(self.redis.ping() for _ in range(connections)))
                 for script in (self._script, self._settle):
                     await self.redis.script_load(script.script)

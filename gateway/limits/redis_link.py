@@ -45,13 +45,14 @@ def budget_keys_for(prefix: str, client: str) -> list[str]:
 
 
 def connect_redis(settings: Settings) -> RedisClient:
-    """A client that tells an unreachable Redis from a slow one: a connection must open within
-    REDIS_TIMEOUT, while an answer on an open connection may take REDIS_CALL_TIMEOUT. A call whose
+    """A client that tells an unreachable Redis from a slow one. Refused, reset or unroutable
+    connections fail at once; anything merely slow (a busy Redis, a busy host that is late to
+    read an answer or to finish a connection) may take up to REDIS_CALL_TIMEOUT. A call whose
     connection breaks is sent once more on a new one (the script is idempotent per request)."""
     assert settings.redis_url is not None
     options: dict[str, Any] = {
         "socket_timeout": settings.redis_call_timeout,
-        "socket_connect_timeout": settings.redis_timeout,
+        "socket_connect_timeout": settings.redis_call_timeout,
         "retry": Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
         # No HELLO, CLIENT SETINFO or maintenance notifications: a new connection sends nothing
         # before the script.
@@ -88,12 +89,14 @@ def failure_name(exc: BaseException) -> str:
 class RedisHealth:
     """Counts failed calls; after repeated ones Redis is down and probed until it answers.
 
-    `timeout` bounds a PING's answer; connecting is bounded by the client's own connect timeout.
+    A probe's PING must answer within `probe_timeout` (REDIS_TIMEOUT) to put Redis back in use;
+    a readiness PING may take `timeout` (REDIS_CALL_TIMEOUT), like any call.
     """
 
-    def __init__(self, redis: RedisClient, timeout: float, mode: str) -> None:
+    def __init__(self, redis: RedisClient, timeout: float, probe_timeout: float, mode: str) -> None:
         self.redis = redis
         self.timeout = timeout
+        self.probe_timeout = probe_timeout
         self.mode = mode
         self.down = False
         self._streak = 0
@@ -130,6 +133,7 @@ class RedisHealth:
             self._probe = asyncio.create_task(self._probe_until_back())
 
     async def ping(self) -> bool:
+        """Whether Redis answers a PING now (within REDIS_CALL_TIMEOUT, like any call)."""
         started = time.monotonic()
         try:
             async with asyncio.timeout(self.timeout):
@@ -150,7 +154,7 @@ class RedisHealth:
         while True:
             await asyncio.sleep(PROBE_INTERVAL)
             try:
-                async with asyncio.timeout(self.timeout):
+                async with asyncio.timeout(self.probe_timeout):
                     await self.redis.ping()
             except FAILURES:
                 continue

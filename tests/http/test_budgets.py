@@ -12,6 +12,7 @@ import redis.asyncio
 
 from gateway.keys import LIMITER_KEY
 from gateway.limits.budget import prompt_estimate
+from gateway.limits.redis_backend import WARM_CONNECTIONS
 from gateway.limits.redis_link import budget_keys_for, key_for
 from tests.support.clock import ManualClock
 from tests.support.fake_upstream import FakeUpstream
@@ -233,7 +234,8 @@ async def test_admission_and_request_count_share_one_round_trip(
     settings = load_settings({**env, "MINUTE_LIMIT": "30", "TOKENS_PER_MINUTE": "1000"})
     client = await aiohttp_client(create_app(settings, translator=translator))
     try:
-        assert proxy.commands == ["PING"] * 8 + ["SCRIPT", "SCRIPT"]  # start-up: warm, scripts
+        # Start-up: connections opened, both scripts loaded.
+        assert proxy.commands == ["PING"] * WARM_CONNECTIONS + ["SCRIPT", "SCRIPT"]
         proxy.commands.clear()
         assert (await client.post(CHAT, data=body(False))).status == 200
         # Admission (requests and tokens together), then the settlement.

@@ -11,6 +11,7 @@ import pytest
 import redis.asyncio
 
 from gateway.keys import LIMITER_KEY
+from gateway.limits.redis_backend import WARM_CONNECTIONS
 from gateway.limits.redis_link import PROBE_INTERVAL, key_for
 from tests.support.redis_server import RedisServer, delete_prefix, free_port
 
@@ -40,7 +41,7 @@ async def test_one_round_trip_per_admitted_request(gateway, proxies, redis_url, 
     client = await gateway(REDIS_URL=proxy.url, MINUTE_LIMIT=30, SECOND_LIMIT=100, HOUR_LIMIT=500)
     # At start-up the limiter opens its first connections and loads both scripts; nothing else,
     # not even a handshake command on the new connections.
-    assert proxy.commands == ["PING"] * 8 + ["SCRIPT", "SCRIPT"]
+    assert proxy.commands == ["PING"] * WARM_CONNECTIONS + ["SCRIPT", "SCRIPT"]
     proxy.commands.clear()
     assert (await client.get("/api")).status == 403
     assert proxy.commands == ["EVALSHA"]

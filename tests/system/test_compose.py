@@ -96,3 +96,8 @@ def test_the_gateway_outlasts_the_shutdown_grace():
     match = re.fullmatch(r"\$\{STOP_GRACE_PERIOD:-(\d+(?:\.\d+)?)s\}", gateway["stop_grace_period"])
     assert match, gateway["stop_grace_period"]
     assert float(match.group(1)) > load_settings({}).shutdown_grace
+
+
+def test_replicas_tells_each_gateway_how_many_share_the_limits():
+    gateway = compose()["services"]["gateway"]
+    assert gateway["environment"]["REPLICAS"] == gateway["deploy"]["replicas"]

@@ -170,6 +170,16 @@ def test_the_pod_outlasts_the_prestop_pause_and_the_shutdown_grace(overlay):
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS, ids=lambda p: p.name)
+def test_replicas_covers_every_pod_the_autoscaler_may_start(overlay):
+    """While Redis is down each pod admits limit / REPLICAS alone: REPLICAS must be at least the
+    most pods that can run, or an outage multiplies a client's limit."""
+    docs = build(overlay)
+    _, _, config = gateway_parts(docs)
+    (hpa,) = [d for d in docs if d["kind"] == "HorizontalPodAutoscaler"]
+    assert load_settings(config["data"]).replicas >= hpa["spec"]["maxReplicas"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS, ids=lambda p: p.name)
 def test_every_variable_is_a_setting_the_gateway_reads_and_valid(overlay):
     settings = settings_read()
     docs = build(overlay)
