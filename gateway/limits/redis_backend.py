@@ -84,16 +84,14 @@ class RedisBackend:
 
     async def warm(self, connections: int = WARM_CONNECTIONS) -> None:
         """Open a few connections and load both scripts, so that the first burst finds them.
-        Raises BackendUnavailable, and Redis counts as down until a probe finds it."""
-        started = time.monotonic()
+        Raises BackendUnavailable; a Redis that is down is found so by the first calls (refused
+        at once), one that is merely slow here is waited for by them."""
         try:
             async with asyncio.timeout(self.timeout):
                 await asyncio.gather(*(self.redis.ping() for _ in range(connections)))
                 for script in (self._script, self._settle):
                     await self.redis.script_load(script.script)
         except FAILURES as exc:
-            self.health.failed(started, exc)
-            self.health.mark_down()
             raise BackendUnavailable(failure_name(exc)) from exc
 
     @property
