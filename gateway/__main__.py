@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from aiohttp import web
-
-from gateway.app import create_app
 from gateway.config import ConfigError, environment, load_settings
-from gateway.observe.logs import setup_logging
 
 
 def main() -> None:
@@ -17,11 +13,14 @@ def main() -> None:
     except ConfigError as exc:
         print(f"gateway: configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    # Only a valid configuration pays for importing aiohttp, the SDK and the rest.
+    from aiohttp import web
+
+    from gateway.app import create_app
+    from gateway.observe.logs import setup_logging
+    from gateway.observe.startup import log_startup
+
     log = setup_logging(settings)
-    if settings.language_unknown is not None:
-        log.warning(
-            "LANG=%r names no language we have; answering in English", settings.language_unknown
-        )
     try:
         import uvloop
     except ImportError:
@@ -38,7 +37,8 @@ def main() -> None:
             shutdown_timeout=settings.shutdown_grace or 0.001,
             handle_signals=True,
             handler_cancellation=True,
-            print=lambda text: log.info("%s", text.strip()),
+            # Called once the port is bound: the block goes out only for a gateway that serves.
+            print=lambda _: log_startup(log, settings),
             loop=loop_factory() if loop_factory else None,
         )
     except OSError as exc:
@@ -47,6 +47,7 @@ def main() -> None:
         where = f"HOST={settings.host!r} PORT={settings.port}"
         print(f"gateway: cannot listen on {where}: {reason}", file=sys.stderr)
         raise SystemExit(1) from None
+    log.info("stopped")
 
 
 if __name__ == "__main__":

@@ -40,10 +40,14 @@ def add_routes(app: web.Application, settings: Settings) -> None:
     routes = app[POLICIES_KEY]
     routes.add(app, "POST", settings.route, legacy_post, LEGACY_METERED)
     routes.add(app, "GET", settings.route, legacy_get, LEGACY)
-    for path in ("/v1/chat/completions", "/v1/completions", "/v1/embeddings"):
-        routes.add(app, "POST", path, relay_post, OPENAI_METERED)
-    routes.add(app, "GET", "/v1/models", relay_models, OPENAI)
-    routes.add(app, "GET", "/v1/models/{model}", relay_models, OPENAI)
+    enabled = settings.openai_routes
+    for family in ("chat", "completions", "embeddings"):
+        if family in enabled:
+            path = "/v1/chat/completions" if family == "chat" else f"/v1/{family}"
+            routes.add(app, "POST", path, relay_post, OPENAI_METERED)
+    if "models" in enabled:
+        routes.add(app, "GET", "/v1/models", relay_models, OPENAI)
+        routes.add(app, "GET", "/v1/models/{model}", relay_models, OPENAI)
     # What no route under /v1 takes still answers in OpenAI's shape (its 404 or 405).
     routes.unmatched("/v1", Policy(envelope="openai"))
     routes.add(app, "GET", "/healthz", healthz, OPS)
