@@ -9,6 +9,7 @@ import aiohttp
 from aiohttp import web
 
 from gateway.config import Settings
+from gateway.http.drain import DRAIN_KEY, Drain
 from gateway.http.middleware import add_rate_limit_headers, admission_middleware, error_middleware
 from gateway.http.policy import OPS, Policies, Policy
 from gateway.i18n import Translator
@@ -98,17 +99,21 @@ def create_app(
 ) -> web.Application:
     """The gateway. `redis` is a client to use instead of one built from REDIS_URL (the app
     leaves it open); `clock` replaces the limiter's clocks, for tests."""
+    drain = Drain(settings.shutdown_grace)
     app = web.Application(
-        middlewares=[access_middleware, error_middleware, admission_middleware],
+        middlewares=[access_middleware, drain.middleware, error_middleware, admission_middleware],
         client_max_size=settings.max_body_bytes,
         handler_args={"handler_cancellation": True},
     )
     app[SETTINGS_KEY] = settings
+    app[DRAIN_KEY] = drain
     app[TRANSLATOR_KEY] = translator or Translator.load()
     app[METRICS_KEY] = Metrics()
     app[POLICIES_KEY] = Policies()
     app.on_response_prepare.append(on_response_prepare)
     app.on_response_prepare.append(add_rate_limit_headers)
+    app.on_response_prepare.append(drain.on_prepare)
+    app.on_shutdown.append(drain.on_shutdown)
     app.cleanup_ctx.append(partial(limiter_ctx, redis=redis, clock=clock))
     app.cleanup_ctx.append(upstream_ctx)
     add_routes(app, settings)

@@ -12,6 +12,7 @@ from aiohttp.typedefs import Handler
 from gateway.keys import (
     ADMISSION_KEY,
     CLIENT_IP_KEY,
+    CUT_KEY,
     EXCHANGE_KEY,
     METRICS_KEY,
     STREAMING_KEY,
@@ -91,6 +92,8 @@ def _record(request: web.Request, exchange: Exchange, status: int, elapsed: floa
         fields["upstream_first_byte_ms"] = round(first_byte * 1000, 1)
     if total is not None:
         fields["upstream_ms"] = round(total * 1000, 1)
+    if request.get(CUT_KEY):
+        fields["cut"] = "shutdown"
     if exchange.usage is not None:
         fields["prompt_tokens"] = exchange.usage.prompt
         fields["completion_tokens"] = exchange.usage.completion

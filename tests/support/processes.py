@@ -89,7 +89,7 @@ async def run(args: str | Sequence[str], **options: object) -> subprocess.Comple
 
 
 def gateway(port: int, log: Path, *, cwd: Path | None = None, **settings: str) -> Process:
-    env = base_env(HOST="127.0.0.1", PORT=str(port), **settings)
+    env = base_env(**{"HOST": "127.0.0.1", "PORT": str(port), **settings})
     env["PYTHONPATH"] = str(ROOT)
     return Process([sys.executable, "-m", "gateway"], log=log, env=env, cwd=cwd or log.parent)
 
