@@ -7,6 +7,7 @@ from functools import partial
 
 import aiohttp
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from gateway.config import Settings
 from gateway.http.drain import DRAIN_KEY, Drain
@@ -26,7 +27,7 @@ from gateway.limits.redis_link import RedisClient, connect_redis
 from gateway.observe.access import access_middleware, on_response_prepare
 from gateway.observe.metrics import Metrics
 from gateway.routes.legacy import legacy_get, legacy_post
-from gateway.routes.openai import relay_models, relay_post
+from gateway.routes.openai import relay_models, relay_post, relay_upload
 from gateway.routes.ops import healthz, metrics, readyz
 from gateway.routes.playground import playground_routes
 from gateway.upstream.client import Upstream, client_timeout
@@ -36,19 +37,29 @@ LEGACY_METERED = Policy(limited=True, metered=True, envelope="legacy")
 OPENAI = Policy(limited=True, envelope="openai")
 OPENAI_METERED = Policy(limited=True, metered=True, envelope="openai")
 
+# The /v1 routes, each with the family OPENAI_ROUTES turns on and off: (family, method, path,
+# handler, policy). Calls that produce tokens are metered; the others only counted.
+OPENAI_ROUTE_TABLE: tuple[tuple[str, str, str, Handler, Policy], ...] = (
+    ("chat", "POST", "/v1/chat/completions", relay_post, OPENAI_METERED),
+    ("completions", "POST", "/v1/completions", relay_post, OPENAI_METERED),
+    ("embeddings", "POST", "/v1/embeddings", relay_post, OPENAI_METERED),
+    ("responses", "POST", "/v1/responses", relay_post, OPENAI_METERED),
+    ("models", "GET", "/v1/models", relay_models, OPENAI),
+    ("models", "GET", "/v1/models/{model}", relay_models, OPENAI),
+    ("moderations", "POST", "/v1/moderations", relay_post, OPENAI),
+    ("images", "POST", "/v1/images/generations", relay_post, OPENAI),
+    ("audio", "POST", "/v1/audio/speech", relay_post, OPENAI),
+    ("audio", "POST", "/v1/audio/transcriptions", relay_upload, OPENAI),
+)
+
 
 def add_routes(app: web.Application, settings: Settings) -> None:
     routes = app[POLICIES_KEY]
     routes.add(app, "POST", settings.route, legacy_post, LEGACY_METERED)
     routes.add(app, "GET", settings.route, legacy_get, LEGACY)
-    enabled = settings.openai_routes
-    for family in ("chat", "completions", "embeddings"):
-        if family in enabled:
-            path = "/v1/chat/completions" if family == "chat" else f"/v1/{family}"
-            routes.add(app, "POST", path, relay_post, OPENAI_METERED)
-    if "models" in enabled:
-        routes.add(app, "GET", "/v1/models", relay_models, OPENAI)
-        routes.add(app, "GET", "/v1/models/{model}", relay_models, OPENAI)
+    for family, method, path, handler, policy in OPENAI_ROUTE_TABLE:
+        if family in settings.openai_routes:
+            routes.add(app, method, path, handler, policy)
     # What no route under /v1 takes still answers in OpenAI's shape (its 404 or 405).
     routes.unmatched("/v1", Policy(envelope="openai"))
     routes.add(app, "GET", "/healthz", healthz, OPS)

@@ -19,10 +19,14 @@ class Usage(NamedTuple):
 
 
 def parse_usage(usage: Any) -> Usage | None:
-    """An OpenAI `usage` object (a JSON body's, or a stream's last chunk's), if it is one."""
+    """An OpenAI `usage` object (a JSON body's, or a stream's last chunk's), if it is one; chat's
+    prompt/completion names or the Responses API's input/output ones."""
     if not isinstance(usage, dict):
         return None
     prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens", 0)
+    if prompt is None:
+        # The Responses API's names.
+        prompt, completion = usage.get("input_tokens"), usage.get("output_tokens", 0)
     if isinstance(prompt, int) and isinstance(completion, int):
         return Usage(prompt, completion)
     total = usage.get("total_tokens")
