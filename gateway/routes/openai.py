@@ -35,7 +35,7 @@ from gateway.keys import ADMISSION_KEY, EXCHANGE_KEY, SETTINGS_KEY, UPSTREAM_KEY
 from gateway.limits.admission import Admission
 from gateway.limits.budget import with_usage, worst_case
 from gateway.upstream.client import map_status
-from gateway.upstream.exchange import body_usage
+from gateway.upstream.exchange import Exchange, body_usage
 
 log = logging.getLogger(__name__)
 
@@ -168,10 +168,11 @@ async def relay(
         return response
 
 
-async def _read(opened: aiohttp.ClientResponse) -> bytes:
+async def _read(opened: aiohttp.ClientResponse, exchange: Exchange) -> bytes:
     try:
         return await opened.content.readany()
     except aiohttp.ClientPayloadError as exc:
+        exchange.failed("reset mid-stream")
         raise UpstreamUnavailable("upstream_stream_broken") from exc
 
 
@@ -196,7 +197,8 @@ async def _relay_stream(
         await send(response, request)
     splitter = EventSplitter()
     ended = False
-    chunk = await beat.wait(_read(opened))
+    exchange = request[EXCHANGE_KEY]
+    chunk = await beat.wait(_read(opened, exchange))
     while chunk:
         for event in splitter.feed(chunk):
             last = _ends_stream(event)
@@ -209,8 +211,9 @@ async def _relay_stream(
                 await admission.settle()
             if shown:
                 await send(response, request, event)
-        chunk = await _read(opened)
+        chunk = await _read(opened, exchange)
     if not ended:
+        exchange.failed("stream ended early")
         raise UpstreamUnavailable("upstream_stream_broken")
     if splitter.rest:
         await send(response, request, splitter.rest)
@@ -229,6 +232,7 @@ async def _relay_bytes(request: web.Request, opened: aiohttp.ClientResponse) -> 
             await send(response, request, chunk)
     except aiohttp.ClientPayloadError as exc:
         # No error event fits audio: the client sees the body cut short.
+        request[EXCHANGE_KEY].failed("reset mid-stream")
         raise UpstreamUnavailable("upstream_stream_broken") from exc
     await response.write_eof()
     return response

@@ -47,6 +47,13 @@ class Exchange:
     first_byte: float | None = None
     finished: float | None = None
     usage: Usage | None = None
+    host: str | None = None  # the upstream's host:port
+    failure: str | None = None  # why the upstream failed the call: refused, timed out, status 500
+
+    def failed(self, cause: str) -> None:
+        """Note why the call failed; the first cause is the one that counts."""
+        if self.failure is None:
+            self.failure = cause
 
     def start(self) -> None:
         self.started, self.first_byte, self.finished = time.perf_counter(), None, None
