@@ -41,12 +41,18 @@ class Process:
         log: Path,
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
+        start_new_session: bool = False,
     ) -> None:
         self.args = list(args)
         self.log = log
         self._out = log.open("ab")
         self.popen = subprocess.Popen(
-            self.args, stdout=self._out, stderr=subprocess.STDOUT, env=env, cwd=cwd
+            self.args,
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=cwd,
+            start_new_session=start_new_session,
         )
 
     @property

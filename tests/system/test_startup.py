@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import os
 import signal
 
+import aiohttp
 import pytest
 
-from tests.support.processes import free_port, gateway, wait_until_serving
+from tests.support.processes import (
+    ROOT,
+    Process,
+    base_env,
+    free_port,
+    gateway,
+    require,
+    wait_until_refused,
+    wait_until_serving,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -93,3 +104,40 @@ async def test_a_cluster_is_named_as_such(tmp_path):
     lines = info_lines(proc.output())
     assert "limiter: Redis Cluster at 127.0.0.1:7000, REDIS_FAILURE_MODE=local" in lines
     assert "server API_KEY not set (clients bring their own)" in lines
+
+
+async def test_make_try_serves_from_any_directory_and_ctrl_c_stops_both(tmp_path):
+    make = require("make")
+    port = free_port()
+    env = base_env(PORT=str(port))
+    # Its own process group, as a terminal gives it: Ctrl-C reaches make and both children.
+    proc = Process(
+        [make, "-C", str(ROOT), "try"],
+        log=tmp_path / "try.log",
+        env=env,
+        cwd=tmp_path,
+        start_new_session=True,
+    )
+    try:
+        await wait_until_serving(f"http://127.0.0.1:{port}/healthz", proc, deadline=120)
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(f"http://127.0.0.1:{port}/api", json={"user_content": "Hi"}) as response,
+        ):
+            assert (await response.json())["current_response"] == "Hello, world!"
+        os.killpg(proc.pid, signal.SIGINT)
+        await proc.wait(30)
+        await wait_until_refused("127.0.0.1", port)
+        assert not group_alive(proc.pid), proc.output()
+    finally:
+        if group_alive(proc.pid):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.close()
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
