@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install lock run test test-fast lint fmt bench bench-profile up down clean
+.PHONY: install lock run try test test-fast lint fmt bench bench-profile up down clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ lock: $(BIN)/python
 
 run: install
 	$(BIN)/python -m gateway
+
+# No OpenAI key needed: the gateway in front of the tests' fake upstream; Ctrl-C stops both.
+try: install
+	$(BIN)/python scripts/try_gateway.py
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

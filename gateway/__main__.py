@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import sys
 
-from aiohttp import web
-
-from gateway.app import create_app
 from gateway.config import ConfigError, environment, load_settings
-from gateway.observe.logs import setup_logging
 
 
 def main() -> None:
@@ -17,28 +14,40 @@ def main() -> None:
     except ConfigError as exc:
         print(f"gateway: configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    # Only a valid configuration pays for importing aiohttp, the SDK and the rest.
+    from aiohttp import web
+
+    from gateway.app import create_app
+    from gateway.http.drain import BACKSTOP, DRAIN_KEY
+    from gateway.observe.logs import setup_logging
+    from gateway.observe.startup import log_startup
+
     log = setup_logging(settings)
-    if settings.language_unknown is not None:
-        log.warning(
-            "LANG=%r names no language we have; answering in English", settings.language_unknown
-        )
     try:
         import uvloop
     except ImportError:
         loop_factory = None
     else:
         loop_factory = uvloop.new_event_loop
+    app = create_app(settings)
+
+    def serving(_: str) -> None:
+        app[DRAIN_KEY].serving = True
+        log_startup(log, settings)
+
     try:
         web.run_app(
-            create_app(settings),
+            app,
             host=settings.host,
             port=settings.port,
             access_log=None,
-            # aiohttp reads a timeout of 0 as no timeout at all; SHUTDOWN_GRACE=0 means no grace.
-            shutdown_timeout=settings.shutdown_grace or 0.001,
+            # The app cuts what is left just before the grace ends (http/drain.py); aiohttp's own
+            # deadline, which cancels handlers silently, is only the backstop after it.
+            shutdown_timeout=settings.shutdown_grace + BACKSTOP,
             handle_signals=True,
             handler_cancellation=True,
-            print=lambda text: log.info("%s", text.strip()),
+            # Called once the port is bound: the block goes out only for a gateway that serves.
+            print=serving,
             loop=loop_factory() if loop_factory else None,
         )
     except OSError as exc:
@@ -47,6 +56,10 @@ def main() -> None:
         where = f"HOST={settings.host!r} PORT={settings.port}"
         print(f"gateway: cannot listen on {where}: {reason}", file=sys.stderr)
         raise SystemExit(1) from None
+    log.info("stopped")
+    # Exiting: without this, the interpreter's teardown collects the whole heap (the SDK's, the
+    # models') and the process outlives its grace by a second or more on a busy machine.
+    gc.freeze()
 
 
 if __name__ == "__main__":

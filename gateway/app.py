@@ -7,8 +7,10 @@ from functools import partial
 
 import aiohttp
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from gateway.config import Settings
+from gateway.http.drain import DRAIN_KEY, Drain
 from gateway.http.middleware import add_rate_limit_headers, admission_middleware, error_middleware
 from gateway.http.policy import OPS, Policies, Policy
 from gateway.i18n import Translator
@@ -25,7 +27,7 @@ from gateway.limits.redis_link import RedisClient, connect_redis
 from gateway.observe.access import access_middleware, on_response_prepare
 from gateway.observe.metrics import Metrics
 from gateway.routes.legacy import legacy_get, legacy_post
-from gateway.routes.openai import relay_models, relay_post
+from gateway.routes.openai import relay_models, relay_post, relay_upload
 from gateway.routes.ops import healthz, metrics, readyz
 from gateway.routes.playground import playground_routes
 from gateway.upstream.client import Upstream, client_timeout
@@ -35,15 +37,29 @@ LEGACY_METERED = Policy(limited=True, metered=True, envelope="legacy")
 OPENAI = Policy(limited=True, envelope="openai")
 OPENAI_METERED = Policy(limited=True, metered=True, envelope="openai")
 
+# The /v1 routes, each with the family OPENAI_ROUTES turns on and off: (family, method, path,
+# handler, policy). Calls that produce tokens are metered; the others only counted.
+OPENAI_ROUTE_TABLE: tuple[tuple[str, str, str, Handler, Policy], ...] = (
+    ("chat", "POST", "/v1/chat/completions", relay_post, OPENAI_METERED),
+    ("completions", "POST", "/v1/completions", relay_post, OPENAI_METERED),
+    ("embeddings", "POST", "/v1/embeddings", relay_post, OPENAI_METERED),
+    ("responses", "POST", "/v1/responses", relay_post, OPENAI_METERED),
+    ("models", "GET", "/v1/models", relay_models, OPENAI),
+    ("models", "GET", "/v1/models/{model}", relay_models, OPENAI),
+    ("moderations", "POST", "/v1/moderations", relay_post, OPENAI),
+    ("images", "POST", "/v1/images/generations", relay_post, OPENAI),
+    ("audio", "POST", "/v1/audio/speech", relay_post, OPENAI),
+    ("audio", "POST", "/v1/audio/transcriptions", relay_upload, OPENAI),
+)
+
 
 def add_routes(app: web.Application, settings: Settings) -> None:
     routes = app[POLICIES_KEY]
     routes.add(app, "POST", settings.route, legacy_post, LEGACY_METERED)
     routes.add(app, "GET", settings.route, legacy_get, LEGACY)
-    for path in ("/v1/chat/completions", "/v1/completions", "/v1/embeddings"):
-        routes.add(app, "POST", path, relay_post, OPENAI_METERED)
-    routes.add(app, "GET", "/v1/models", relay_models, OPENAI)
-    routes.add(app, "GET", "/v1/models/{model}", relay_models, OPENAI)
+    for family, method, path, handler, policy in OPENAI_ROUTE_TABLE:
+        if family in settings.openai_routes:
+            routes.add(app, method, path, handler, policy)
     # What no route under /v1 takes still answers in OpenAI's shape (its 404 or 405).
     routes.unmatched("/v1", Policy(envelope="openai"))
     routes.add(app, "GET", "/healthz", healthz, OPS)
@@ -95,17 +111,21 @@ def create_app(
 ) -> web.Application:
     """The gateway. `redis` is a client to use instead of one built from REDIS_URL (the app
     leaves it open); `clock` replaces the limiter's clocks, for tests."""
+    drain = Drain(settings.shutdown_grace)
     app = web.Application(
-        middlewares=[access_middleware, error_middleware, admission_middleware],
+        middlewares=[access_middleware, drain.middleware, error_middleware, admission_middleware],
         client_max_size=settings.max_body_bytes,
         handler_args={"handler_cancellation": True},
     )
     app[SETTINGS_KEY] = settings
+    app[DRAIN_KEY] = drain
     app[TRANSLATOR_KEY] = translator or Translator.load()
     app[METRICS_KEY] = Metrics()
     app[POLICIES_KEY] = Policies()
     app.on_response_prepare.append(on_response_prepare)
     app.on_response_prepare.append(add_rate_limit_headers)
+    app.on_response_prepare.append(drain.on_prepare)
+    app.on_shutdown.append(drain.on_shutdown)
     app.cleanup_ctx.append(partial(limiter_ctx, redis=redis, clock=clock))
     app.cleanup_ctx.append(upstream_ctx)
     add_routes(app, settings)

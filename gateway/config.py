@@ -19,6 +19,18 @@ T = TypeVar("T")
 
 FAILURE_MODES = ("local", "open", "closed")
 LOG_FORMATS = ("text", "json")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+# The families of OpenAI's API relayed under /v1; OPENAI_ROUTES turns each on or off.
+OPENAI_FAMILIES = (
+    "chat",
+    "completions",
+    "embeddings",
+    "models",
+    "responses",
+    "moderations",
+    "images",
+    "audio",
+)
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -109,6 +121,8 @@ class Settings:
     stream_heartbeat: float = 10.0
     log_format: str = "text"
     log_level: str = "INFO"
+    log_level_libraries: str = "WARNING"
+    openai_routes: tuple[str, ...] = OPENAI_FAMILIES
     shutdown_grace: float = 30.0
     limits: tuple[Limit, ...] = field(init=False)
     budgets: tuple[Limit, ...] = field(init=False)
@@ -215,8 +229,20 @@ def _base_url(raw: str) -> str:
 
 
 def _redis_url(raw: str) -> str:
-    if urlsplit(raw).scheme not in ("redis", "rediss", "unix", "redis+cluster"):
+    parts = urlsplit(raw)
+    if parts.scheme not in ("redis", "rediss", "unix", "redis+cluster"):
         raise ValueError("expected a redis://, rediss://, unix:// or redis+cluster:// URL")
+    if parts.scheme == "unix":
+        return raw
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0 or not parts.hostname:
+        raise ValueError("expected redis://host:port/db, the port from 1 to 65535")
+    database = parts.path.strip("/")
+    if database and not (database.isascii() and database.isdigit()):
+        raise ValueError("expected a database number after the port, such as /0")
     return raw
 
 
@@ -248,9 +274,17 @@ def _key_prefix(raw: str) -> str:
 
 def _log_level(raw: str) -> str:
     value = raw.upper()
-    if value not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+    if value not in LOG_LEVELS:
         raise ValueError("expected DEBUG, INFO, WARNING or ERROR")
     return value
+
+
+def _families(raw: str) -> tuple[str, ...]:
+    named = [item.strip().lower() for item in raw.split(",") if item.strip()]
+    unknown = [name for name in named if name not in OPENAI_FAMILIES]
+    if unknown or not named:
+        raise ValueError("expected a comma-separated list of " + ",".join(OPENAI_FAMILIES))
+    return tuple(family for family in OPENAI_FAMILIES if family in named)
 
 
 def environment(folder: Path | None = None) -> dict[str, str]:
@@ -301,6 +335,8 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         default_reserve_tokens=_get(env, "DEFAULT_RESERVE_TOKENS", _whole(1), 1024),
         log_format=_get(env, "LOG_FORMAT", _choice(LOG_FORMATS), "text"),
         log_level=_get(env, "LOG_LEVEL", _log_level, "INFO"),
+        log_level_libraries=_get(env, "LOG_LEVEL_LIBRARIES", _log_level, "WARNING"),
+        openai_routes=_get(env, "OPENAI_ROUTES", _families, OPENAI_FAMILIES),
         shutdown_grace=_get(env, "SHUTDOWN_GRACE", _seconds(zero=True), 30.0),
         playground=_get(env, "PLAYGROUND", _flag, True),
     )
@@ -309,6 +345,13 @@ def load_settings(env: Mapping[str, str]) -> Settings:
             f"DEFAULT_MAX_TOKENS={settings.default_max_tokens} is above "
             f"MAX_TOKENS_CAP={settings.max_tokens_cap}"
         )
+    for budget, name in ((settings.tokens_per_minute, "MINUTE"), (settings.tokens_per_day, "DAY")):
+        if 0 < budget < settings.default_reserve_tokens:
+            # Every call that names no max_tokens would be refused as too large for the budget.
+            raise ConfigError(
+                f"TOKENS_PER_{name}={budget} is below "
+                f"DEFAULT_RESERVE_TOKENS={settings.default_reserve_tokens}"
+            )
     if settings.playground and (settings.route + "/").startswith("/playground/"):
         raise ConfigError(f"ROUTE={env['ROUTE']!r} is the playground's path (or set PLAYGROUND=0)")
     return settings

@@ -95,6 +95,12 @@ class UpstreamUnavailable(GatewayError):
     openai_type = "upstream_error"
 
 
+class ShuttingDown(GatewayError):
+    status = 503
+    code = "shutting_down"
+    openai_type = "server_error"
+
+
 class LimiterUnavailable(GatewayError):
     status = 503
     code = "limiter_unavailable"

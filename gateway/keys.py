@@ -27,3 +27,5 @@ ADMISSION_KEY = web.RequestKey("ADMISSION_KEY", Admission)
 EXCHANGE_KEY = web.RequestKey("EXCHANGE_KEY", Exchange)
 REQUEST_ID_KEY = web.RequestKey("REQUEST_ID_KEY", str)
 STREAMING_KEY = web.RequestKey("STREAMING_KEY", bool)
+RESPONSE_KEY = web.RequestKey("RESPONSE_KEY", web.StreamResponse)  # once its headers are out
+CUT_KEY = web.RequestKey("CUT_KEY", bool)  # cut by the server at the end of SHUTDOWN_GRACE

@@ -66,7 +66,8 @@ async def fail_stream(
 ) -> None:
     """End a stream whose headers are out with the route's error event: the legacy envelope as
     `event: error`, or OpenAI's error object as a data event."""
-    log.warning("upstream failed mid-stream: %s", exc.code)
+    # The upstream's failure, if it was one, gets its own warning with the access line.
+    log.info("stream ended with an error event: %s", exc.code)
     if request.app[POLICIES_KEY].of(request).envelope == "openai":
         event = sse_event(openai_error(request, exc))
     else:

@@ -28,7 +28,11 @@ def worst_case(call: Mapping[str, Any], size: int, default_reserve: int, *, comp
     """The prompt estimate plus every completion the call may ask for (max_tokens times n)."""
     if not completes:
         return prompt_estimate(size)
-    limit = _count(call.get("max_completion_tokens")) or _count(call.get("max_tokens"))
+    limit = (
+        _count(call.get("max_completion_tokens"))
+        or _count(call.get("max_tokens"))
+        or _count(call.get("max_output_tokens"))  # the Responses API's name
+    )
     choices = max(_count(call.get("n")) or 1, _count(call.get("best_of")) or 1)
     return prompt_estimate(size) + (limit or default_reserve) * choices
 
@@ -82,9 +86,16 @@ class Meter:
         if not isinstance(chunk, dict):
             return True
         choices = chunk.get("choices")
-        if isinstance(choices, list) and any(_produced(c) for c in choices):
+        kind = chunk.get("type")
+        if kind == "response.output_text.delta" or (
+            isinstance(choices, list) and any(_produced(c) for c in choices)
+        ):
             self.produced += 1
         usage = parse_usage(chunk.get("usage"))
+        response = chunk.get("response")
+        if usage is None and kind == "response.completed" and isinstance(response, dict):
+            # The Responses API reports usage once, inside its last event's response.
+            usage = parse_usage(response.get("usage"))
         if usage is None:
             return True
         self.usage = usage

@@ -12,6 +12,7 @@ from aiohttp.typedefs import Handler
 from gateway.keys import (
     ADMISSION_KEY,
     CLIENT_IP_KEY,
+    CUT_KEY,
     EXCHANGE_KEY,
     METRICS_KEY,
     STREAMING_KEY,
@@ -22,6 +23,7 @@ from gateway.observe.request_id import REQUEST_ID_HEADER, request_id
 from gateway.upstream.exchange import Exchange
 
 log = logging.getLogger("gateway.access")
+upstream_log = logging.getLogger("gateway.upstream")
 
 # Probes and scrapes arrive every few seconds; they are logged at DEBUG.
 QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
@@ -91,9 +93,21 @@ def _record(request: web.Request, exchange: Exchange, status: int, elapsed: floa
         fields["upstream_first_byte_ms"] = round(first_byte * 1000, 1)
     if total is not None:
         fields["upstream_ms"] = round(total * 1000, 1)
+    if request.get(CUT_KEY):
+        fields["cut"] = "shutdown"
     if exchange.usage is not None:
         fields["prompt_tokens"] = exchange.usage.prompt
         fields["completion_tokens"] = exchange.usage.completion
+    if exchange.failure is not None:
+        # The one line that says where a call failed, whatever the route made of it.
+        upstream_log.warning(
+            "upstream %s failed %s %s: %s",
+            exchange.host,
+            request.method,
+            route,
+            exchange.failure,
+            extra={"request_id": fields["request_id"]},
+        )
     level = logging.DEBUG if request.path in QUIET_PATHS and status < 500 else logging.INFO
     # The path, never the query string: a client may put a key there.
     log.log(level, "%s %s %s", request.method, request.path, status, extra=fields)

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 from gateway.config import Settings
 
+LIBRARY_LOGGERS = ("aiohttp", "asyncio", "httpx", "httpx2", "httpcore", "openai", "redis", "uvloop")
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
 
@@ -44,7 +45,9 @@ def setup_logging(settings: Settings) -> logging.Logger:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level)
-    # The SDK's HTTP client logs every request at INFO; our access log already says it.
-    for noisy in ("httpx", "httpx2", "openai"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    # Third-party loggers (the SDK's HTTP client logs every request; aiohttp and asyncio chat at
+    # DEBUG) keep to LOG_LEVEL_LIBRARIES, and never go below LOG_LEVEL.
+    libraries = max(logging.getLevelName(settings.log_level_libraries), root.level)
+    for name in LIBRARY_LOGGERS:
+        logging.getLogger(name).setLevel(libraries)
     return logging.getLogger("gateway")

@@ -12,7 +12,13 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
-from gateway.errors import GatewayError, NotFound, Unauthorized, UpstreamUnavailable
+from gateway.errors import (
+    GatewayError,
+    NotFound,
+    Unauthorized,
+    UnsupportedMediaType,
+    UpstreamUnavailable,
+)
 from gateway.http.body import parse_json_object, read_body
 from gateway.http.render import fail_stream, openai_error
 from gateway.http.sse import (
@@ -29,7 +35,7 @@ from gateway.keys import ADMISSION_KEY, EXCHANGE_KEY, SETTINGS_KEY, UPSTREAM_KEY
 from gateway.limits.admission import Admission
 from gateway.limits.budget import with_usage, worst_case
 from gateway.upstream.client import map_status
-from gateway.upstream.exchange import body_usage
+from gateway.upstream.exchange import Exchange, body_usage
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +45,8 @@ USAGE_SCAN_BYTES = 256 * 1024
 _FORWARDED = ("Accept", "OpenAI-Organization", "OpenAI-Project", "OpenAI-Beta")
 _RELAYED = ("content-encoding", "x-request-id", "x-should-retry", "retry-after", "retry-after-ms")
 _RELAYED_PREFIXES = ("openai-", "x-ratelimit-")
+# A Responses API stream ends with one of these events; it sends no [DONE].
+_FINAL_EVENTS = (b"response.completed", b"response.failed", b"response.incomplete", b"error")
 
 
 def _openai_shaped(body: bytes) -> dict[str, Any] | None:
@@ -51,9 +59,18 @@ def _openai_shaped(body: bytes) -> dict[str, Any] | None:
     return None
 
 
+def _event_name(event: bytes) -> bytes:
+    for line in event.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n"):
+        if line.startswith(b"event:"):
+            return line[6:].strip()
+    return b""
+
+
 def _ends_stream(event: bytes) -> bool:
     data = event_data(event)
-    return data.startswith(b"[DONE]") or (b'"error"' in data and _openai_shaped(data) is not None)
+    if data.startswith(b"[DONE]") or _event_name(event) in _FINAL_EVENTS:
+        return True
+    return b'"error"' in data and _openai_shaped(data) is not None
 
 
 def upstream_key(request: web.Request) -> str:
@@ -67,12 +84,12 @@ def upstream_key(request: web.Request) -> str:
     raise Unauthorized("missing_api_key")
 
 
-def _forward_headers(request: web.Request, has_body: bool) -> dict[str, str]:
+def _forward_headers(request: web.Request, content_type: str | None) -> dict[str, str]:
     headers = {name: request.headers[name] for name in _FORWARDED if name in request.headers}
     # Bytes are relayed as they come, so nothing may be compressed on the way in.
     headers["Accept-Encoding"] = "identity"
-    if has_body:
-        headers["Content-Type"] = "application/json"
+    if content_type is not None:
+        headers["Content-Type"] = content_type
     return headers
 
 
@@ -89,6 +106,12 @@ def _is_sse(upstream: aiohttp.ClientResponse) -> bool:
     return upstream.content_type == "text/event-stream"
 
 
+def _is_json(upstream: aiohttp.ClientResponse) -> bool:
+    return upstream.content_type in ("application/json", "application/octet-stream") or (
+        upstream.content_type.endswith("+json")
+    )
+
+
 async def relay(
     request: web.Request,
     method: str,
@@ -97,8 +120,10 @@ async def relay(
     key: str,
     body: bytes | None,
     stream: bool,
+    content_type: str = "application/json",
 ) -> web.StreamResponse:
-    """Send the call upstream and relay what comes back: JSON whole, SSE event by event.
+    """Send the call upstream and relay what comes back: JSON whole, SSE event by event, anything
+    else (speech, plain text) as its bytes come.
 
     A metered call is settled before the upstream response is let go, so that a client that
     hangs up is charged before anyone can see the upstream stop.
@@ -110,7 +135,7 @@ async def relay(
     exchange = request[EXCHANGE_KEY]
     response = web.StreamResponse(headers=SSE_HEADERS.copy())
     beat = Heartbeat(request, response, interval if stream else None)
-    headers = _forward_headers(request, body is not None)
+    headers = _forward_headers(request, content_type if body is not None else None)
     try:
         async with AsyncExitStack() as stack:
             opening = upstream.request(
@@ -122,6 +147,8 @@ async def relay(
                 stack.push_async_callback(admission.settle)
             if response.prepared or (opened.status == 200 and _is_sse(opened) and stream):
                 return await _relay_stream(request, response, beat, opened, admission)
+            if opened.status == 200 and not _is_sse(opened) and not _is_json(opened):
+                return await _relay_bytes(request, opened)
             data = await beat.wait(opened.read())
             if meter is not None and meter.answered:
                 meter.observe_body(data)
@@ -141,10 +168,11 @@ async def relay(
         return response
 
 
-async def _read(opened: aiohttp.ClientResponse) -> bytes:
+async def _read(opened: aiohttp.ClientResponse, exchange: Exchange) -> bytes:
     try:
         return await opened.content.readany()
     except aiohttp.ClientPayloadError as exc:
+        exchange.failed("reset mid-stream")
         raise UpstreamUnavailable("upstream_stream_broken") from exc
 
 
@@ -169,7 +197,8 @@ async def _relay_stream(
         await send(response, request)
     splitter = EventSplitter()
     ended = False
-    chunk = await beat.wait(_read(opened))
+    exchange = request[EXCHANGE_KEY]
+    chunk = await beat.wait(_read(opened, exchange))
     while chunk:
         for event in splitter.feed(chunk):
             last = _ends_stream(event)
@@ -182,8 +211,9 @@ async def _relay_stream(
                 await admission.settle()
             if shown:
                 await send(response, request, event)
-        chunk = await _read(opened)
+        chunk = await _read(opened, exchange)
     if not ended:
+        exchange.failed("stream ended early")
         raise UpstreamUnavailable("upstream_stream_broken")
     if splitter.rest:
         await send(response, request, splitter.rest)
@@ -191,8 +221,26 @@ async def _relay_stream(
     return response
 
 
+async def _relay_bytes(request: web.Request, opened: aiohttp.ClientResponse) -> web.StreamResponse:
+    response = web.StreamResponse(headers=_relayed_headers(opened))
+    response.content_type = opened.content_type
+    if opened.charset:
+        response.charset = opened.charset
+    await send(response, request)
+    try:
+        async for chunk in opened.content.iter_any():
+            await send(response, request, chunk)
+    except aiohttp.ClientPayloadError as exc:
+        # No error event fits audio: the client sees the body cut short.
+        request[EXCHANGE_KEY].failed("reset mid-stream")
+        raise UpstreamUnavailable("upstream_stream_broken") from exc
+    await response.write_eof()
+    return response
+
+
 async def relay_post(request: web.Request) -> web.StreamResponse:
-    """POST /v1/chat/completions, /v1/completions, /v1/embeddings."""
+    """POST a JSON body: chat completions, completions, embeddings, responses, moderations,
+    image generations, speech."""
     key = upstream_key(request)
     raw = await read_body(request)
     call = parse_json_object(request, raw)
@@ -203,10 +251,24 @@ async def relay_post(request: web.Request) -> web.StreamResponse:
         reserve = request.app[SETTINGS_KEY].default_reserve_tokens
         worst = worst_case(call, len(raw), reserve, completes=path != "embeddings")
         meter = await admission.reserve(len(raw), worst)
-        if meter is not None and stream:
+        # The Responses API always ends its stream with the usage; the others must be asked.
+        if meter is not None and stream and path != "responses":
             raw, meter.hide_usage = with_usage(raw, call)
     return await relay(
         request, "POST", _with_query(request, path), key=key, body=raw, stream=stream
+    )
+
+
+async def relay_upload(request: web.Request) -> web.StreamResponse:
+    """POST /v1/audio/transcriptions: the multipart form relayed as bytes, boundary and all."""
+    key = upstream_key(request)
+    if request.content_type != "multipart/form-data":
+        raise UnsupportedMediaType()
+    raw = await read_body(request)
+    path = _with_query(request, request.path.removeprefix("/v1/"))
+    content_type = request.headers["Content-Type"]
+    return await relay(
+        request, "POST", path, key=key, body=raw, stream=False, content_type=content_type
     )
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import logging
+import json
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import openai
@@ -21,8 +22,6 @@ from gateway.errors import (
     UpstreamUnavailable,
 )
 from gateway.upstream.exchange import Exchange, Usage
-
-log = logging.getLogger(__name__)
 
 # The SDK insists on a key when the client is built; every call passes the real one.
 _NO_KEY = "sk-no-key-configured"
@@ -58,6 +57,39 @@ def map_status(status: int, reason: str, retry_after: str | None = None) -> Gate
     return UpstreamRejected("upstream_error", status=502, upstream_status=status)
 
 
+def status_cause(status: int, error_type: object) -> str:
+    return f"status {status} ({error_type})" if isinstance(error_type, str) else f"status {status}"
+
+
+def _body_type(body: bytes) -> object:
+    try:
+        error = json.loads(body).get("error")
+    except (ValueError, UnicodeDecodeError, AttributeError, RecursionError):
+        return None
+    return error.get("type") if isinstance(error, dict) else None
+
+
+def failure_cause(exc: BaseException) -> str:
+    """Why a call failed, in a word or two: refused, timed out, reset, status N (type)..."""
+    if isinstance(exc, openai.APIStatusError):
+        return status_cause(exc.status_code, exc.type)
+    if isinstance(exc, (TimeoutError, openai.APITimeoutError)):
+        return "timed out"
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return "name not resolved"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return "refused" if isinstance(exc.os_error, ConnectionRefusedError) else "cannot connect"
+    if isinstance(exc, openai.APIConnectionError):
+        # The SDK's HTTP client says which in the exception it wraps.
+        inner = type(exc.__cause__).__name__
+        return "refused" if inner == "ConnectError" else "reset"
+    if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError)):
+        return "reset"
+    if isinstance(exc, aiohttp.ClientOSError) and isinstance(exc.__cause__, ConnectionResetError):
+        return "reset"
+    return type(exc).__name__
+
+
 def map_sdk_error(exc: openai.OpenAIError) -> GatewayError:
     if isinstance(exc, openai.APITimeoutError):
         return UpstreamTimeout()
@@ -78,6 +110,8 @@ class Upstream:
     def __init__(self, settings: Settings, session: aiohttp.ClientSession) -> None:
         self.session = session
         self.base_url = settings.openai_base_url
+        parts = urlsplit(settings.openai_base_url)
+        self.host = f"{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
         self.sdk = openai.AsyncOpenAI(
             api_key=settings.api_key.reveal() if settings.api_key else _NO_KEY,
             base_url=settings.openai_base_url,
@@ -104,12 +138,14 @@ class Upstream:
             extra["stream_options"] = {"include_usage": True}
         client = self.sdk.with_options(api_key=api_key)
         exchange.start()
+        exchange.host = self.host
         try:
             stream = await client.chat.completions.create(
                 model=model, messages=messages, max_tokens=max_tokens, stream=True, **extra
             )
         except openai.OpenAIError as exc:
             exchange.finish()
+            exchange.failed(failure_cause(exc))
             raise map_sdk_error(exc) from exc
         exchange.answered()
         finished = False
@@ -124,13 +160,16 @@ class Upstream:
                         finished = finished or choice.finish_reason is not None
                         yield Delta(choice.delta.content or "")
         except openai.APITimeoutError as exc:
+            exchange.failed("timed out mid-stream")
             raise UpstreamTimeout() from exc
         except openai.OpenAIError as exc:
             # Connected and answering, then cut off: the answer broke, the upstream is reachable.
+            exchange.failed(failure_cause(exc) + " mid-stream")
             raise UpstreamUnavailable("upstream_stream_broken") from exc
         finally:
             exchange.finish()
         if not finished:
+            exchange.failed("stream ended early")
             raise UpstreamUnavailable("upstream_stream_broken")
 
     @asynccontextmanager
@@ -147,16 +186,23 @@ class Upstream:
         """Send a raw request to OPENAI_BASE_URL/path and hold its response open."""
         send = {**headers, "Authorization": f"Bearer {api_key}"}
         exchange.start()
+        exchange.host = self.host
         try:
             async with self.session.request(
                 method, f"{self.base_url}/{path}", data=body, headers=send
             ) as response:
                 exchange.answered()
+                if response.status >= 400:
+                    # Error bodies are small; read here, they stay cached for the caller.
+                    exchange.failed(
+                        status_cause(response.status, _body_type(await response.read()))
+                    )
                 yield response
         except TimeoutError as exc:
+            exchange.failed(failure_cause(exc))
             raise UpstreamTimeout() from exc
         except aiohttp.ClientError as exc:
-            log.warning("upstream request failed: %s", type(exc).__name__)
+            exchange.failed(failure_cause(exc))
             raise UpstreamUnavailable() from exc
         finally:
             exchange.finish()

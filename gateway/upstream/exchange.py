@@ -19,10 +19,14 @@ class Usage(NamedTuple):
 
 
 def parse_usage(usage: Any) -> Usage | None:
-    """An OpenAI `usage` object (a JSON body's, or a stream's last chunk's), if it is one."""
+    """An OpenAI `usage` object (a JSON body's, or a stream's last chunk's), if it is one; chat's
+    prompt/completion names or the Responses API's input/output ones."""
     if not isinstance(usage, dict):
         return None
     prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens", 0)
+    if prompt is None:
+        # The Responses API's names.
+        prompt, completion = usage.get("input_tokens"), usage.get("output_tokens", 0)
     if isinstance(prompt, int) and isinstance(completion, int):
         return Usage(prompt, completion)
     total = usage.get("total_tokens")
@@ -43,6 +47,13 @@ class Exchange:
     first_byte: float | None = None
     finished: float | None = None
     usage: Usage | None = None
+    host: str | None = None  # the upstream's host:port
+    failure: str | None = None  # why the upstream failed the call: refused, timed out, status 500
+
+    def failed(self, cause: str) -> None:
+        """Note why the call failed; the first cause is the one that counts."""
+        if self.failure is None:
+            self.failure = cause
 
     def start(self) -> None:
         self.started, self.first_byte, self.finished = time.perf_counter(), None, None

@@ -36,6 +36,12 @@ def worst(raw: bytes) -> int:
 
 
 @pytest.fixture
+def base_env(base_env: dict[str, str]) -> dict[str, str]:
+    """Budgets here are a few calls' worth, below the default reserve, which start-up refuses."""
+    return {**base_env, "DEFAULT_RESERVE_TOKENS": "10"}
+
+
+@pytest.fixture
 def clock() -> ManualClock:
     """The embedded limiter's clock, moved by the test instead of waited for."""
     return ManualClock(T0)

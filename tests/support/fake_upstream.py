@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import email.parser
 import json
 import time
 from dataclasses import dataclass, field
@@ -65,6 +67,9 @@ class FakeUpstream:
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
     finished: asyncio.Event = field(default_factory=asyncio.Event)
     stream_bytes: list[bytes] = field(default_factory=list)
+    speech: list[bytes] = field(default_factory=lambda: [b"ID3\x04fake", b"-mp3-", b"frames"])
+    image: bytes = b"\x89PNG fake image"
+    flagged: bool = False  # what moderations answers
 
     def completion_tokens(self) -> int:
         return len(self.answer)
@@ -297,6 +302,142 @@ async def get_model(request: web.Request) -> web.StreamResponse:
     return web.json_response(_model(name))
 
 
+def _response(fake: FakeUpstream, model: str, status: str, text: str) -> dict[str, Any]:
+    """A Responses API response object; usage only once it is completed."""
+    content = [{"type": "output_text", "text": text, "annotations": []}]
+    message = {"type": "message", "id": "msg_fake", "status": status, "role": "assistant"}
+    done = status == "completed"
+    return {
+        "id": "resp_fake",
+        "object": "response",
+        "created_at": int(time.time()),
+        "status": status,
+        "model": model,
+        "output": [{**message, "content": content}] if done else [],
+        "parallel_tool_calls": True,
+        "tool_choice": "auto",
+        "tools": [],
+        "usage": {
+            "input_tokens": fake.prompt_tokens,
+            "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": fake.completion_tokens(),
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": fake.prompt_tokens + fake.completion_tokens(),
+        }
+        if done
+        else None,
+    }
+
+
+async def responses(request: web.Request) -> web.StreamResponse:
+    fake = request.app[FAKE_UPSTREAM_KEY]
+    body = request[RECEIVED_KEY].body or {}
+    model = str(body.get("model", "gpt-4o-mini"))
+    text = "".join(fake.answer)
+    if not body.get("stream"):
+        return web.json_response(_response(fake, model, "completed", text))
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await response.prepare(request)
+    item = {"type": "message", "id": "msg_fake", "status": "in_progress", "role": "assistant"}
+    part = {"type": "output_text", "text": "", "annotations": []}
+    where = {"item_id": "msg_fake", "output_index": 0, "content_index": 0}
+    events: list[dict[str, Any]] = [
+        {"type": "response.created", "response": _response(fake, model, "in_progress", "")},
+        {"type": "response.output_item.added", "output_index": 0, "item": {**item, "content": []}},
+        {"type": "response.content_part.added", **where, "part": part},
+        *({"type": "response.output_text.delta", **where, "delta": p} for p in fake.answer),
+        {"type": "response.output_text.done", **where, "text": text},
+        {"type": "response.completed", "response": _response(fake, model, "completed", text)},
+    ]
+    try:
+        for number, event in enumerate(events):
+            if event["type"] == "response.output_text.delta" and fake.chunk_delay:
+                await asyncio.sleep(fake.chunk_delay)
+            data = json.dumps({**event, "sequence_number": number})
+            payload = f"event: {event['type']}\ndata: {data}\n\n".encode()
+            fake.stream_bytes.append(payload)
+            await response.write(payload)
+        await response.write_eof()
+        fake.finished.set()
+    except (ConnectionResetError, asyncio.CancelledError):
+        fake.cancelled.set()
+        raise
+    return response
+
+
+_CATEGORIES = ("harassment", "hate", "self-harm", "sexual", "violence")
+
+
+async def moderations(request: web.Request) -> web.StreamResponse:
+    fake = request.app[FAKE_UPSTREAM_KEY]
+    body = request[RECEIVED_KEY].body or {}
+    result = {
+        "flagged": fake.flagged,
+        "categories": {name: fake.flagged and name == "violence" for name in _CATEGORIES},
+        "category_scores": {name: 0.9 if fake.flagged else 0.01 for name in _CATEGORIES},
+        "category_applied_input_types": {name: ["text"] for name in _CATEGORIES},
+    }
+    model = body.get("model", "omni-moderation-latest")
+    return web.json_response({"id": "modr-fake", "model": model, "results": [result]})
+
+
+async def image_generations(request: web.Request) -> web.StreamResponse:
+    fake = request.app[FAKE_UPSTREAM_KEY]
+    body = request[RECEIVED_KEY].body or {}
+    image = {
+        "b64_json": base64.b64encode(fake.image).decode(),
+        "revised_prompt": body.get("prompt"),
+    }
+    count = body.get("n") if isinstance(body.get("n"), int) else 1
+    return web.json_response({"created": int(time.time()), "data": [image] * count})
+
+
+_AUDIO_TYPES = {"mp3": "audio/mpeg", "wav": "audio/wav", "opus": "audio/ogg", "pcm": "audio/pcm"}
+
+
+async def speech(request: web.Request) -> web.StreamResponse:
+    """The audio in several writes, chunked, as OpenAI streams it."""
+    fake = request.app[FAKE_UPSTREAM_KEY]
+    body = request[RECEIVED_KEY].body or {}
+    kind = _AUDIO_TYPES.get(str(body.get("response_format", "mp3")), "audio/mpeg")
+    response = web.StreamResponse(headers={"Content-Type": kind})
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+    for index, piece in enumerate(fake.speech):
+        if index and fake.chunk_delay:
+            await asyncio.sleep(fake.chunk_delay)
+        await response.write(piece)
+    await response.write_eof()
+    return response
+
+
+def form_fields(received: Received) -> dict[str, bytes]:
+    """The fields of a multipart form the fake received, each name with its bytes."""
+    head = f"Content-Type: {received.headers.get('Content-Type', '')}\r\n\r\n".encode()
+    message = email.parser.BytesParser().parsebytes(head + received.raw)
+    fields: dict[str, bytes] = {}
+    parts = message.get_payload() if message.is_multipart() else []
+    for part in parts if isinstance(parts, list) else []:
+        name = part.get_param("name", header="content-disposition")
+        payload = part.get_payload(decode=True)
+        if isinstance(name, str) and isinstance(payload, bytes):
+            fields[name] = payload
+    return fields
+
+
+async def transcriptions(request: web.Request) -> web.StreamResponse:
+    fake = request.app[FAKE_UPSTREAM_KEY]
+    fields = form_fields(request[RECEIVED_KEY])
+    if "file" not in fields or "model" not in fields:
+        error = _error_body(400, "Missing required parameter: 'file' or 'model'.")
+        return web.json_response(error, status=400)
+    text = "".join(fake.answer)
+    if fields.get("response_format") == b"text":
+        return web.Response(text=text + "\n", content_type="text/plain")
+    usage = {"type": "duration", "seconds": 1}
+    return web.json_response({"text": text, "usage": usage})
+
+
 def create_fake_upstream(fake: FakeUpstream | None = None) -> web.Application:
     app = web.Application(middlewares=[_front])
     app[FAKE_UPSTREAM_KEY] = fake or FakeUpstream()
@@ -305,6 +446,11 @@ def create_fake_upstream(fake: FakeUpstream | None = None) -> web.Application:
     app.router.add_post("/v1/embeddings", embeddings)
     app.router.add_get("/v1/models", list_models)
     app.router.add_get("/v1/models/{model}", get_model)
+    app.router.add_post("/v1/responses", responses)
+    app.router.add_post("/v1/moderations", moderations)
+    app.router.add_post("/v1/images/generations", image_generations)
+    app.router.add_post("/v1/audio/speech", speech)
+    app.router.add_post("/v1/audio/transcriptions", transcriptions)
     return app
 
 

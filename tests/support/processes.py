@@ -41,12 +41,18 @@ class Process:
         log: Path,
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
+        start_new_session: bool = False,
     ) -> None:
         self.args = list(args)
         self.log = log
         self._out = log.open("ab")
         self.popen = subprocess.Popen(
-            self.args, stdout=self._out, stderr=subprocess.STDOUT, env=env, cwd=cwd
+            self.args,
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=cwd,
+            start_new_session=start_new_session,
         )
 
     @property
@@ -89,7 +95,7 @@ async def run(args: str | Sequence[str], **options: object) -> subprocess.Comple
 
 
 def gateway(port: int, log: Path, *, cwd: Path | None = None, **settings: str) -> Process:
-    env = base_env(HOST="127.0.0.1", PORT=str(port), **settings)
+    env = base_env(**{"HOST": "127.0.0.1", "PORT": str(port), **settings})
     env["PYTHONPATH"] = str(ROOT)
     return Process([sys.executable, "-m", "gateway"], log=log, env=env, cwd=cwd or log.parent)
 

@@ -126,7 +126,7 @@ def test_meter_charges_nothing_for_a_refusal_and_the_body_usage_otherwise():
 
 class RecordingLimiter(Limiter):
     def __init__(self) -> None:
-        super().__init__(load_settings({"TOKENS_PER_MINUTE": "100"}))
+        super().__init__(load_settings({"TOKENS_PER_MINUTE": "100", "DEFAULT_RESERVE_TOKENS": "1"}))
         self.charges: list[int] = []
 
     async def settle(self, key, reservation, tokens):

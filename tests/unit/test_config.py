@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import gateway
-from gateway.config import ConfigError, Limit, Secret, load_settings
+from gateway.config import OPENAI_FAMILIES, ConfigError, Limit, Secret, load_settings
 
 
 def test_defaults():
@@ -107,12 +107,64 @@ def test_zero_or_empty_limit_means_none(value):
             "TRUSTED_PROXIES='10.0.0.0/8,nope' is not valid ('nope' is not an IP address or CIDR)",
         ),
         ({"DEFAULT_MAX_TOKENS": "4000"}, "DEFAULT_MAX_TOKENS=4000 is above MAX_TOKENS_CAP=3500"),
+        (
+            {"REDIS_URL": "redis://127.0.0.1:notaport"},
+            "REDIS_URL='redis://127.0.0.1:notaport' is not valid "
+            "(expected redis://host:port/db, the port from 1 to 65535)",
+        ),
+        (
+            {"REDIS_URL": "redis://127.0.0.1:70000/0"},
+            "REDIS_URL='redis://127.0.0.1:70000/0' is not valid "
+            "(expected redis://host:port/db, the port from 1 to 65535)",
+        ),
+        (
+            {"REDIS_URL": "redis://127.0.0.1:6379/zero"},
+            "REDIS_URL='redis://127.0.0.1:6379/zero' is not valid "
+            "(expected a database number after the port, such as /0)",
+        ),
+        (
+            {"REDIS_URL": "http://127.0.0.1:6379"},
+            "REDIS_URL='http://127.0.0.1:6379' is not valid "
+            "(expected a redis://, rediss://, unix:// or redis+cluster:// URL)",
+        ),
+        (
+            {"TOKENS_PER_MINUTE": "1000"},
+            "TOKENS_PER_MINUTE=1000 is below DEFAULT_RESERVE_TOKENS=1024",
+        ),
+        (
+            {"TOKENS_PER_DAY": "500", "DEFAULT_RESERVE_TOKENS": "512"},
+            "TOKENS_PER_DAY=500 is below DEFAULT_RESERVE_TOKENS=512",
+        ),
+        (
+            {"OPENAI_ROUTES": "chat,videos"},
+            "OPENAI_ROUTES='chat,videos' is not valid (expected a comma-separated list of "
+            "chat,completions,embeddings,models,responses,moderations,images,audio)",
+        ),
+        (
+            {"LOG_LEVEL_LIBRARIES": "LOUD"},
+            "LOG_LEVEL_LIBRARIES='LOUD' is not valid (expected DEBUG, INFO, WARNING or ERROR)",
+        ),
     ],
 )
 def test_bad_value_names_variable_and_value(env, message):
     with pytest.raises(ConfigError) as caught:
         load_settings(env)
     assert str(caught.value) == message
+
+
+def test_a_budget_at_the_default_reserve_and_the_routes_named():
+    s = load_settings({"TOKENS_PER_MINUTE": "1024", "OPENAI_ROUTES": " Models, chat ,chat"})
+    assert s.tokens_per_minute == 1024
+    assert s.openai_routes == ("chat", "models")
+    assert load_settings({}).openai_routes == OPENAI_FAMILIES
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["redis://127.0.0.1", "redis://:secret@redis:6380/2", "rediss://r:6379", "unix:///r.sock"],
+)
+def test_good_redis_urls(url):
+    assert load_settings({"REDIS_URL": url}).redis_url == url
 
 
 def test_secret_never_shows_itself():
@@ -140,6 +192,22 @@ def test_bad_value_stops_start_up_with_one_line(tmp_path):
     expected = "PORT='abc' is not valid (expected a whole number from 1 to 65535)"
     assert result.stderr.strip() == f"gateway: configuration error: {expected}"
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("url", ["redis://127.0.0.1:notaport", "redis://127.0.0.1:70000"])
+def test_an_unparsable_redis_url_stops_start_up_with_one_line(tmp_path, url):
+    result = start(tmp_path, REDIS_URL=url)
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"gateway: configuration error: REDIS_URL={url!r} is not")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_bad_setting_is_reported_before_anything_heavy_is_imported(tmp_path):
+    result = start(tmp_path, PORT="abc", PYTHONPROFILEIMPORTTIME="1")
+    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()}
+    assert result.returncode == 2
+    assert "gateway.config" in imported
+    assert not {"aiohttp", "openai", "redis", "gateway.app"} & imported
 
 
 def test_dotenv_in_working_directory_is_read_and_environment_wins(tmp_path):

@@ -1,0 +1,88 @@
+"""What the gateway says as it starts: its settings in one block, and the risky ones as warnings."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from importlib.metadata import PackageNotFoundError, version
+from urllib.parse import urlsplit
+
+from gateway.config import Limit, Settings
+
+_LOOPBACK_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost")
+
+
+def _version() -> str:
+    try:
+        return version("chatgpt-gateway")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _windows(limits: tuple[Limit, ...]) -> str:
+    return ", ".join(f"{limit.quantity} per {limit.name}" for limit in limits) or "none"
+
+
+def _limiter(settings: Settings) -> str:
+    if settings.redis_url is None:
+        return "embedded (in-process, one replica)"
+    parts = urlsplit(settings.redis_url)
+    if parts.scheme == "unix":
+        where = f"unix socket {parts.path}"
+    else:
+        database = parts.path.strip("/") or "0"
+        where = f"{parts.hostname}:{parts.port or 6379}"
+        where += "" if settings.redis_cluster else f" database {database}"
+    kind = "Redis Cluster" if settings.redis_cluster else "Redis"
+    tls = " (TLS)" if parts.scheme == "rediss" else ""
+    return f"{kind} at {where}{tls}, REDIS_FAILURE_MODE={settings.redis_failure_mode}"
+
+
+def describe(settings: Settings) -> list[str]:
+    """One line per fact worth knowing at start; no secret is ever among them."""
+    proxies = ", ".join(str(net) for net in settings.trusted_proxies) or "none"
+    return [
+        f"chatgpt-gateway {_version()}",
+        f"listening on http://{settings.host}:{settings.port} (legacy route {settings.route})",
+        f"upstream {settings.openai_base_url}",
+        "server API_KEY " + ("set" if settings.api_key else "not set (clients bring their own)"),
+        f"limits: {_windows(settings.limits)}",
+        f"token budgets: {_windows(settings.budgets)}"
+        + (f", {settings.default_reserve_tokens} reserved by default" if settings.budgets else ""),
+        f"limiter: {_limiter(settings)}",
+        f"trusted proxies: {proxies}",
+        f"language: {settings.language}",
+        "OpenAI routes: " + ",".join(settings.openai_routes),
+        "playground: " + ("on at /playground" if settings.playground else "off"),
+    ]
+
+
+def _loopback(host: str) -> bool:
+    if host.lower() in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def risks(settings: Settings) -> list[str]:
+    """Combinations of settings that work, but probably not as the operator meant."""
+    found = []
+    if settings.api_key and not _loopback(settings.host):
+        found.append(
+            f"open relay: API_KEY is set and HOST={settings.host} is not loopback, so anyone "
+            "who reaches this port spends that key"
+        )
+    return found
+
+
+def log_startup(log: logging.Logger, settings: Settings) -> None:
+    for line in describe(settings):
+        log.info("%s", line)
+    for line in risks(settings):
+        log.warning("%s", line)
+    if settings.language_unknown is not None:
+        log.warning(
+            "LANG=%r names no language we have; answering in English", settings.language_unknown
+        )
