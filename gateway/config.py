@@ -287,6 +287,18 @@ def _families(raw: str) -> tuple[str, ...]:
     return tuple(family for family in OPENAI_FAMILIES if family in named)
 
 
+def redis_location(url: str, cluster: bool) -> str:
+    """Where Redis is, for a log line: host and port (or socket), database, TLS; no password."""
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        where = f"unix socket {parts.path}"
+    else:
+        where = f"{parts.hostname or 'localhost'}:{parts.port or 6379}"
+        where += "" if cluster else f" database {parts.path.strip('/') or '0'}"
+    tls = " (TLS)" if parts.scheme == "rediss" else ""
+    return f"{'Redis Cluster' if cluster else 'Redis'} at {where}{tls}"
+
+
 def environment(folder: Path | None = None) -> dict[str, str]:
     """What the gateway reads its settings from: the environment, over `.env` in the working
     directory (only there: python-dotenv's own search would start from this file)."""

@@ -9,13 +9,13 @@ import os
 import time
 from collections.abc import Callable
 
-from gateway.config import Limit, Settings
+from gateway.config import Limit, Settings, redis_location
 from gateway.errors import LimiterUnavailable
 from gateway.limits.backend import BackendUnavailable, Verdict
 from gateway.limits.decision import Decision, Reservation, decide
 from gateway.limits.memory import MemoryBackend
 from gateway.limits.redis_backend import RedisBackend
-from gateway.limits.redis_link import RedisClient, describe
+from gateway.limits.redis_link import RedisClient
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ class Limiter:
         self.mode = settings.redis_failure_mode
         self.clock = clock
         self.where = (
-            describe(settings.redis_url, settings.redis_cluster) if settings.redis_url else ""
+            redis_location(settings.redis_url, settings.redis_cluster) if settings.redis_url else ""
         )
         if redis is None:
             self._local_limits, self._local_budgets = self.limits, self.budgets

@@ -8,21 +8,21 @@ import logging
 import math
 import time
 from typing import Any
-from urllib.parse import urlsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from gateway.config import Settings
 
 log = logging.getLogger(__name__)
 
 RedisClient = Redis | RedisCluster
-FAILURES = (RedisError, OSError, TimeoutError)
+# A Cluster client that reaches none of its nodes raises RedisClusterException, not a RedisError.
+FAILURES = (RedisError, RedisClusterException, OSError, TimeoutError)
 
 # Redis is declared down after this many failed calls in a row, each started after the previous
 # failure was seen: a burst of calls that fail together counts once.
@@ -69,17 +69,6 @@ def connect_redis(settings: Settings) -> RedisClient:
         **options,
     )
     return Redis.from_pool(pool)
-
-
-def describe(url: str, cluster: bool) -> str:
-    """Where Redis is, for a log line: host, port and database, never a password."""
-    parts = urlsplit(url)
-    if parts.scheme == "unix":
-        where = parts.path
-    else:
-        where = f"{parts.hostname or 'localhost'}:{parts.port or 6379}"
-    database = parts.path.strip("/") or "0"
-    return f"Redis Cluster at {where}" if cluster else f"Redis at {where} database {database}"
 
 
 def failure_name(exc: BaseException) -> str:

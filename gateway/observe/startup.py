@@ -5,9 +5,8 @@ from __future__ import annotations
 import ipaddress
 import logging
 from importlib.metadata import PackageNotFoundError, version
-from urllib.parse import urlsplit
 
-from gateway.config import Limit, Settings
+from gateway.config import Limit, Settings, redis_location
 
 _LOOPBACK_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost")
 
@@ -26,16 +25,10 @@ def _windows(limits: tuple[Limit, ...]) -> str:
 def _limiter(settings: Settings) -> str:
     if settings.redis_url is None:
         return "embedded (in-process, one replica)"
-    parts = urlsplit(settings.redis_url)
-    if parts.scheme == "unix":
-        where = f"unix socket {parts.path}"
-    else:
-        database = parts.path.strip("/") or "0"
-        where = f"{parts.hostname}:{parts.port or 6379}"
-        where += "" if settings.redis_cluster else f" database {database}"
-    kind = "Redis Cluster" if settings.redis_cluster else "Redis"
-    tls = " (TLS)" if parts.scheme == "rediss" else ""
-    return f"{kind} at {where}{tls}, REDIS_FAILURE_MODE={settings.redis_failure_mode}"
+    return (
+        f"{redis_location(settings.redis_url, settings.redis_cluster)}, "
+        f"REDIS_FAILURE_MODE={settings.redis_failure_mode}, REPLICAS={settings.replicas}"
+    )
 
 
 def describe(settings: Settings) -> list[str]:

@@ -63,7 +63,7 @@ async def test_the_block_names_every_setting_that_matters_and_never_the_key(tmp_
         "server API_KEY set",
         "limits: 3 per minute, 50 per hour",
         "token budgets: 40000 per minute, 1024 reserved by default",
-        "limiter: Redis at 127.0.0.1:6390 database 3, REDIS_FAILURE_MODE=closed",
+        "limiter: Redis at 127.0.0.1:6390 database 3, REDIS_FAILURE_MODE=closed, REPLICAS=1",
         "trusted proxies: 10.0.0.0/24",
         "language: zh_TW",
         "OpenAI routes: chat,models,responses",
@@ -71,8 +71,14 @@ async def test_the_block_names_every_setting_that_matters_and_never_the_key(tmp_
         "draining: 0 requests in flight, 0 of them streams; SHUTDOWN_GRACE=2s",
         "stopped",
     ]
-    # HOST is loopback here: no open-relay warning.
-    assert "WARNING" not in output
+    # HOST is loopback here: no open-relay warning. The one warning: nothing answers on 6390.
+    warnings = [
+        line.split(" WARNING ", 1)[1] for line in output.splitlines() if " WARNING " in line
+    ]
+    assert warnings == [
+        "gateway.limits.limiter: Redis at 127.0.0.1:6390 database 3 did not answer at start-up "
+        "(ConnectionError); REDIS_FAILURE_MODE=closed decides until it does"
+    ]
 
 
 async def test_an_open_relay_is_a_warning_and_the_defaults_read_plainly(tmp_path):
@@ -102,7 +108,7 @@ async def test_a_cluster_is_named_as_such(tmp_path):
     finally:
         proc.close()
     lines = info_lines(proc.output())
-    assert "limiter: Redis Cluster at 127.0.0.1:7000, REDIS_FAILURE_MODE=local" in lines
+    assert "limiter: Redis Cluster at 127.0.0.1:7000, REDIS_FAILURE_MODE=local, REPLICAS=1" in lines
     assert "server API_KEY not set (clients bring their own)" in lines
 
 

@@ -60,3 +60,23 @@ async def test_without_redis_configured_the_whole_limit_is_this_process_s():
     seen = [await hit(limiter, "c", at=T0 + i) for i in range(6)]
     assert [d.allowed for d in seen] == [True] * 5 + [False]
     assert seen[0].source == "embedded"
+
+
+async def test_a_cluster_whose_nodes_all_refuse_is_decided_by_the_failure_mode():
+    from gateway.limits.redis_link import connect_redis
+    from tests.support.redis_server import free_port
+
+    env = {"MINUTE_LIMIT": "2", "REDIS_URL": f"redis+cluster://127.0.0.1:{free_port()}"}
+    settings = load_settings(env)
+    client = connect_redis(settings)
+    limiter = Limiter(settings, client, clock=ManualClock())
+    try:
+        seen = [await hit(limiter, "c", at=T0 + i) for i in range(3)]
+    finally:
+        await limiter.aclose()
+        await client.aclose()
+    assert [(d.allowed, d.source) for d in seen] == [
+        (True, "local"),
+        (True, "local"),
+        (False, "local"),
+    ]
