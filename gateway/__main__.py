@@ -22,6 +22,8 @@ def main() -> None:
         log.warning(
             "LANG=%r names no language we have; answering in English", settings.language_unknown
         )
+    if settings.api_key and not settings.gateway_keys:
+        log.warning("open relay: API_KEY is set and GATEWAY_KEYS is not; anyone may spend it")
     try:
         import uvloop
     except ImportError:

@@ -30,10 +30,10 @@ from gateway.routes.ops import healthz, metrics, readyz
 from gateway.routes.playground import playground_routes
 from gateway.upstream.client import Upstream, client_timeout
 
-LEGACY = Policy(limited=True, envelope="legacy")
-LEGACY_METERED = Policy(limited=True, metered=True, envelope="legacy")
-OPENAI = Policy(limited=True, envelope="openai")
-OPENAI_METERED = Policy(limited=True, metered=True, envelope="openai")
+LEGACY = Policy(limited=True, envelope="legacy", guarded=True)
+LEGACY_METERED = Policy(limited=True, metered=True, envelope="legacy", guarded=True)
+OPENAI = Policy(limited=True, envelope="openai", guarded=True)
+OPENAI_METERED = Policy(limited=True, metered=True, envelope="openai", guarded=True)
 
 
 def add_routes(app: web.Application, settings: Settings) -> None:

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 from dotenv import dotenv_values
 
 from gateway.i18n import language_from_env
+from gateway.keyring import Keyring, load_keyring
 
 T = TypeVar("T")
 
@@ -111,6 +112,7 @@ class Settings:
     limits: tuple[Limit, ...] = field(init=False)
     budgets: tuple[Limit, ...] = field(init=False)
     playground: bool = True
+    gateway_keys: Keyring = field(default_factory=Keyring)
 
     def __post_init__(self) -> None:
         windows = (
@@ -251,6 +253,13 @@ def _log_level(raw: str) -> str:
     return value
 
 
+def _keyring(env: Mapping[str, str]) -> Keyring:
+    try:
+        return load_keyring(_text(env, "GATEWAY_KEYS"), _text(env, "GATEWAY_KEYS_FILE"))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
 def environment(folder: Path | None = None) -> dict[str, str]:
     """What the gateway reads its settings from: the environment, over `.env` in the working
     directory (only there: python-dotenv's own search would start from this file)."""
@@ -299,6 +308,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         log_level=_get(env, "LOG_LEVEL", _log_level, "INFO"),
         shutdown_grace=_get(env, "SHUTDOWN_GRACE", _seconds(zero=True), 30.0),
         playground=_get(env, "PLAYGROUND", _flag, True),
+        gateway_keys=_keyring(env),
     )
     if settings.default_max_tokens > settings.max_tokens_cap:
         raise ConfigError(

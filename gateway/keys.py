@@ -27,3 +27,4 @@ ADMISSION_KEY = web.RequestKey("ADMISSION_KEY", Admission)
 EXCHANGE_KEY = web.RequestKey("EXCHANGE_KEY", Exchange)
 REQUEST_ID_KEY = web.RequestKey("REQUEST_ID_KEY", str)
 STREAMING_KEY = web.RequestKey("STREAMING_KEY", bool)
+KEY_NAME_KEY = web.RequestKey("KEY_NAME_KEY", str)  # the gateway key presented, by its name

@@ -8,6 +8,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from gateway.errors import GatewayError, MethodNotAllowed, NotFound, PayloadTooLarge
+from gateway.http.auth import authenticate
 from gateway.http.client_ip import bucket, client_address
 from gateway.http.render import dumps, error_body
 from gateway.keys import ADMISSION_KEY, CLIENT_IP_KEY, LIMITER_KEY, POLICIES_KEY, SETTINGS_KEY
@@ -61,6 +62,8 @@ async def admission_middleware(request: web.Request, handler: Handler) -> web.St
     if address is not None:
         request[CLIENT_IP_KEY] = str(address)
     policy = request.app[POLICIES_KEY].of(request)
+    if policy.guarded:
+        authenticate(request)
     if not policy.limited:
         return await handler(request)
     budgets = settings.budgets if policy.metered else ()

@@ -13,6 +13,7 @@ from gateway.keys import (
     ADMISSION_KEY,
     CLIENT_IP_KEY,
     EXCHANGE_KEY,
+    KEY_NAME_KEY,
     METRICS_KEY,
     STREAMING_KEY,
 )
@@ -55,6 +56,8 @@ def _observe(
     if metrics is None:
         return
     metrics.requests.labels(route, request.method, str(status)).inc()
+    if KEY_NAME_KEY in request:
+        metrics.key_requests.labels(request[KEY_NAME_KEY], str(status)).inc()
     decision = admission.decision if admission is not None else None
     if decision is not None:
         window = "none" if decision.allowed else (decision.window or "unknown")
@@ -86,6 +89,8 @@ def _record(request: web.Request, exchange: Exchange, status: int, elapsed: floa
     }
     if decision is not None:
         fields["limit_source"] = decision.source
+    if KEY_NAME_KEY in request:
+        fields["key_name"] = request[KEY_NAME_KEY]
     first_byte, total = exchange.seconds_to_first_byte(), exchange.seconds()
     if first_byte is not None:
         fields["upstream_first_byte_ms"] = round(first_byte * 1000, 1)

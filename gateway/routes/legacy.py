@@ -12,7 +12,8 @@ from typing import Any, Literal, cast
 from aiohttp import web
 from openai.types.chat import ChatCompletionMessageParam
 
-from gateway.errors import BadRequest, Forbidden, GatewayError, Unauthorized
+from gateway.errors import BadRequest, Forbidden, GatewayError
+from gateway.http.auth import upstream_key
 from gateway.http.body import read_json_object
 from gateway.http.render import dumps, fail_stream
 from gateway.http.sse import SSE_HEADERS, sse_event
@@ -160,9 +161,7 @@ async def legacy_post(request: web.Request) -> web.StreamResponse:
     call = parse_request(
         body, settings.default_model, settings.default_max_tokens, settings.max_tokens_cap
     )
-    key = call.api_key or (settings.api_key.reveal() if settings.api_key else None)
-    if key is None:
-        raise Unauthorized()
+    key = upstream_key(request, call.api_key, "unauthorized")
     messages = call.messages()
     sent = [m.as_dict() for m in messages]
     admission = request[ADMISSION_KEY]

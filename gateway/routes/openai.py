@@ -12,7 +12,8 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
-from gateway.errors import GatewayError, NotFound, Unauthorized, UpstreamUnavailable
+from gateway.errors import GatewayError, NotFound, UpstreamUnavailable
+from gateway.http.auth import bearer, upstream_key
 from gateway.http.body import parse_json_object, read_body
 from gateway.http.render import fail_stream, openai_error
 from gateway.http.sse import (
@@ -54,17 +55,6 @@ def _openai_shaped(body: bytes) -> dict[str, Any] | None:
 def _ends_stream(event: bytes) -> bool:
     data = event_data(event)
     return data.startswith(b"[DONE]") or (b'"error"' in data and _openai_shaped(data) is not None)
-
-
-def upstream_key(request: web.Request) -> str:
-    """The client's bearer token, else API_KEY; with neither, 401."""
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and token.strip():
-        return token.strip()
-    api_key = request.app[SETTINGS_KEY].api_key
-    if api_key:
-        return api_key.reveal()
-    raise Unauthorized("missing_api_key")
 
 
 def _forward_headers(request: web.Request, has_body: bool) -> dict[str, str]:
@@ -193,7 +183,7 @@ async def _relay_stream(
 
 async def relay_post(request: web.Request) -> web.StreamResponse:
     """POST /v1/chat/completions, /v1/completions, /v1/embeddings."""
-    key = upstream_key(request)
+    key = upstream_key(request, bearer(request), "missing_api_key")
     raw = await read_body(request)
     call = parse_json_object(request, raw)
     path = request.path.removeprefix("/v1/")
@@ -216,7 +206,7 @@ async def relay_models(request: web.Request) -> web.StreamResponse:
     if model in (".", ".."):
         raise NotFound()
     path = "models" if model is None else "models/" + quote(model, safe="")
-    key = upstream_key(request)
+    key = upstream_key(request, bearer(request), "missing_api_key")
     return await relay(request, "GET", _with_query(request, path), key=key, body=None, stream=False)
 
 
