@@ -211,15 +211,19 @@ async def _relay(
     parts: list[str] = []
     try:
         async for delta in deltas:
-            if not response.prepared:
-                await response.prepare(request)
             if delta.text:
+                # Headers wait for the first text: a fault before it is still a plain error.
+                if not response.prepared:
+                    await response.prepare(request)
                 parts.append(delta.text)
                 await response.write(sse_event({"delta": delta.text}, event="delta"))
-    except GatewayError as exc:
+    except Exception as exc:
         if not response.prepared:
             raise
-        await fail_stream(request, response, exc)
+        # After the headers, any fault (ours included) can only be the stream's error event.
+        await fail_stream(
+            request, response, exc if isinstance(exc, GatewayError) else GatewayError()
+        )
         return response
     if not response.prepared:
         await response.prepare(request)

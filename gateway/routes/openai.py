@@ -15,7 +15,7 @@ from multidict import CIMultiDict
 from gateway.errors import GatewayError, NotFound, UpstreamUnavailable
 from gateway.http.auth import bearer, upstream_key
 from gateway.http.body import parse_json_object, read_body
-from gateway.http.render import fail_stream, openai_error
+from gateway.http.render import dumps, fail_stream, openai_error
 from gateway.http.sse import (
     SSE_HEADERS,
     ClientGone,
@@ -31,6 +31,7 @@ from gateway.limits.admission import Admission
 from gateway.limits.budget import with_usage, worst_case
 from gateway.upstream.client import map_status
 from gateway.upstream.exchange import body_usage
+from gateway.upstream.redact import scrub_error
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +39,17 @@ log = logging.getLogger(__name__)
 USAGE_SCAN_BYTES = 256 * 1024
 
 _FORWARDED = ("Accept", "OpenAI-Organization", "OpenAI-Project", "OpenAI-Beta")
-_RELAYED = ("content-encoding", "x-request-id", "x-should-retry", "retry-after", "retry-after-ms")
-_RELAYED_PREFIXES = ("openai-", "x-ratelimit-")
+_RELAYED = (
+    "content-encoding",
+    "x-request-id",
+    "x-should-retry",
+    "retry-after",
+    "retry-after-ms",
+    "openai-processing-ms",
+    "openai-version",
+)
+# Never openai-organization, openai-project or the like: they name the operator's account.
+_RELAYED_PREFIXES = ("x-ratelimit-",)
 
 
 def _openai_shaped(body: bytes) -> dict[str, Any] | None:
@@ -57,8 +67,12 @@ def _ends_stream(event: bytes) -> bool:
     return data.startswith(b"[DONE]") or (b'"error"' in data and _openai_shaped(data) is not None)
 
 
-def _forward_headers(request: web.Request, has_body: bool) -> dict[str, str]:
-    headers = {name: request.headers[name] for name in _FORWARDED if name in request.headers}
+def _forward_headers(request: web.Request, has_body: bool, key: str) -> dict[str, str]:
+    api_key = request.app[SETTINGS_KEY].api_key
+    # A client may pick the organization or project of its own key, never of API_KEY.
+    own = api_key is None or key != api_key.reveal()
+    names = _FORWARDED if own else _FORWARDED[:1] + _FORWARDED[3:]
+    headers = {name: request.headers[name] for name in names if name in request.headers}
     # Bytes are relayed as they come, so nothing may be compressed on the way in.
     headers["Accept-Encoding"] = "identity"
     if has_body:
@@ -100,7 +114,7 @@ async def relay(
     exchange = request[EXCHANGE_KEY]
     response = web.StreamResponse(headers=SSE_HEADERS.copy())
     beat = Heartbeat(request, response, interval if stream else None)
-    headers = _forward_headers(request, body is not None)
+    headers = _forward_headers(request, body is not None, key)
     try:
         async with AsyncExitStack() as stack:
             opening = upstream.request(
@@ -120,6 +134,10 @@ async def relay(
                 exchange.usage = body_usage(data)
             relayed = _relayed_headers(opened)
             relayed["Content-Type"] = opened.headers.get("Content-Type", "application/json")
+            if opened.status >= 400:
+                data = dumps(_upstream_error(request, opened.status, data)).encode()
+                relayed.popall("Content-Encoding", None)
+                relayed["Content-Type"] = "application/json"
             return web.Response(body=data, status=opened.status, headers=relayed)
     except ClientGone:
         log.info("client went away during %s", path)
@@ -129,6 +147,11 @@ async def relay(
             raise
         await fail_stream(request, response, exc)
         return response
+
+
+def _upstream_error(request: web.Request, status: int, body: bytes) -> dict[str, Any]:
+    """What a client sees of an upstream error: OpenAI's shape, masked, or our own words."""
+    return scrub_error(body) or openai_error(request, map_status(status, ""))
 
 
 async def _read(opened: aiohttp.ClientResponse) -> bytes:
@@ -147,10 +170,7 @@ async def _relay_stream(
 ) -> web.StreamResponse:
     if opened.status != 200:
         # Headers went out with a heartbeat: the upstream's refusal can only be an error event.
-        body = await opened.read()
-        shaped = _openai_shaped(body)
-        if shaped is None:
-            shaped = openai_error(request, map_status(opened.status, ""))
+        shaped = _upstream_error(request, opened.status, await opened.read())
         await end_with(request, response, sse_event(shaped))
         return response
     meter = admission.meter if admission is not None else None
@@ -170,6 +190,8 @@ async def _relay_stream(
             if last and admission is not None:
                 # Charged before the client sees the end, so its next call finds it settled.
                 await admission.settle()
+            if last and not event_data(event).startswith(b"[DONE]"):
+                event = sse_event(_upstream_error(request, 502, event_data(event)))
             if shown:
                 await send(response, request, event)
         chunk = await _read(opened)

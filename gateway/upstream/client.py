@@ -21,6 +21,7 @@ from gateway.errors import (
     UpstreamUnavailable,
 )
 from gateway.upstream.exchange import Exchange, Usage
+from gateway.upstream.redact import mask
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +42,8 @@ def _reason(exc: openai.APIStatusError) -> str:
     if isinstance(body, dict):
         inner = body.get("error", body)
         if isinstance(inner, dict) and isinstance(inner.get("message"), str):
-            return str(inner["message"])
-    return str(exc.message)
+            return mask(str(inner["message"]))
+    return mask(str(exc.message))
 
 
 def map_status(status: int, reason: str, retry_after: str | None = None) -> GatewayError:
@@ -125,8 +126,9 @@ class Upstream:
                         yield Delta(choice.delta.content or "")
         except openai.APITimeoutError as exc:
             raise UpstreamTimeout() from exc
-        except openai.OpenAIError as exc:
-            # Connected and answering, then cut off: the answer broke, the upstream is reachable.
+        except (openai.OpenAIError, ValueError) as exc:
+            # Connected and answering, then cut off or garbled (a `data:` line that is no JSON):
+            # the answer broke, the upstream is reachable.
             raise UpstreamUnavailable("upstream_stream_broken") from exc
         finally:
             exchange.finish()

@@ -138,7 +138,7 @@ async def test_marker_keys_appear_only_where_they_belong(make_client, fake: Fake
         seen.append(await models.read())
 
     await both()
-    await both(status=401, error_message=f"Incorrect API key provided: {api_marker}")
+    await both(status=400, error_message=f"Incorrect API key provided: {api_marker}")
     await both(status=500)
     await both(status=200, cut_after=1)
     seen.append(await (await client.get("/metrics")).read())
