@@ -34,6 +34,7 @@ LEGACY = Policy(limited=True, envelope="legacy", guarded=True)
 LEGACY_METERED = Policy(limited=True, metered=True, envelope="legacy", guarded=True)
 OPENAI = Policy(limited=True, envelope="openai", guarded=True)
 OPENAI_METERED = Policy(limited=True, metered=True, envelope="openai", guarded=True)
+LINGER_SECONDS = 2.0
 
 
 def add_routes(app: web.Application, settings: Settings) -> None:
@@ -97,7 +98,9 @@ def create_app(
     app = web.Application(
         middlewares=[access_middleware, error_middleware, admission_middleware],
         client_max_size=settings.max_body_bytes,
-        handler_args={"handler_cancellation": True},
+        # After an answer sent before its body was read (401, 408, 413), what the client still
+        # sends is read and dropped for at most LINGER_SECONDS, then the connection closes.
+        handler_args={"handler_cancellation": True, "lingering_time": LINGER_SECONDS},
     )
     app[SETTINGS_KEY] = settings
     app[TRANSLATOR_KEY] = translator or Translator.load()

@@ -113,6 +113,7 @@ class Settings:
     budgets: tuple[Limit, ...] = field(init=False)
     playground: bool = True
     gateway_keys: Keyring = field(default_factory=Keyring)
+    body_timeout: float = 30.0
 
     def __post_init__(self) -> None:
         windows = (
@@ -309,6 +310,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         shutdown_grace=_get(env, "SHUTDOWN_GRACE", _seconds(zero=True), 30.0),
         playground=_get(env, "PLAYGROUND", _flag, True),
         gateway_keys=_keyring(env),
+        body_timeout=_get(env, "BODY_TIMEOUT", _seconds(), 30.0),
     )
     if settings.default_max_tokens > settings.max_tokens_cap:
         raise ConfigError(

@@ -7,7 +7,13 @@ import logging
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from gateway.errors import GatewayError, MethodNotAllowed, NotFound, PayloadTooLarge
+from gateway.errors import (
+    GatewayError,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    RequestTimeout,
+)
 from gateway.http.auth import authenticate
 from gateway.http.client_ip import bucket, client_address
 from gateway.http.render import dumps, error_body
@@ -31,7 +37,11 @@ def _from_http(request: web.Request, exc: web.HTTPException) -> GatewayError | N
 
 def render_error(request: web.Request, exc: GatewayError) -> web.Response:
     body = error_body(request, exc)
-    return web.json_response(body, status=exc.status, headers=exc.headers, dumps=dumps)
+    response = web.json_response(body, status=exc.status, headers=exc.headers, dumps=dumps)
+    if isinstance(exc, RequestTimeout):
+        # The rest of a late body may still come: the connection cannot carry another request.
+        response.force_close()
+    return response
 
 
 @web.middleware

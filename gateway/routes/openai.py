@@ -20,6 +20,7 @@ from gateway.http.sse import (
     SSE_HEADERS,
     ClientGone,
     EventSplitter,
+    EventTooLarge,
     Heartbeat,
     end_with,
     event_data,
@@ -181,7 +182,11 @@ async def _relay_stream(
     ended = False
     chunk = await beat.wait(_read(opened))
     while chunk:
-        for event in splitter.feed(chunk):
+        try:
+            events = splitter.feed(chunk)
+        except EventTooLarge as exc:
+            raise UpstreamUnavailable("upstream_stream_broken") from exc
+        for event in events:
             last = _ends_stream(event)
             ended = ended or last
             shown = meter is None or meter.observe_event(event_data(event))

@@ -57,6 +57,7 @@ class FakeUpstream:
     cut_after: int | None = None  # deltas sent before the connection is dropped
     error_event_after: int | None = None  # deltas sent before an error event
     garbage_after: int | None = None  # deltas sent before a `data:` line that is not JSON
+    oversized_after: int | None = None  # deltas sent before 2 MiB that never end an event
     split_events: bool = True  # write events in pieces that cut through lines and events
     hold_after_first: asyncio.Event | None = None  # the stream waits for it after the first delta
     prompt_tokens: int = 11
@@ -229,6 +230,10 @@ async def _stream(
             if fake.cut_after is not None and index == fake.cut_after:
                 assert request.transport is not None
                 request.transport.close()
+                return response
+            if fake.oversized_after is not None and index == fake.oversized_after:
+                await response.write(b"data: " + b"x" * (2 * 1024 * 1024))
+                await response.write_eof()
                 return response
             if fake.garbage_after is not None and index == fake.garbage_after:
                 await send(b"data: {this is not json\n\n")
