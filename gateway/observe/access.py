@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from urllib.parse import quote
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -26,6 +27,7 @@ log = logging.getLogger("gateway.access")
 
 # Probes and scrapes arrive every few seconds; they are logged at DEBUG.
 QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+_PATH_SAFE = "/:@!$&'()*+,;=-._~"
 
 
 async def on_response_prepare(request: web.Request, response: web.StreamResponse) -> None:
@@ -100,8 +102,10 @@ def _record(request: web.Request, exchange: Exchange, status: int, elapsed: floa
         fields["prompt_tokens"] = exchange.usage.prompt
         fields["completion_tokens"] = exchange.usage.completion
     level = logging.DEBUG if request.path in QUIET_PATHS and status < 500 else logging.INFO
-    # The path, never the query string: a client may put a key there.
-    log.log(level, "%s %s %s", request.method, request.path, status, extra=fields)
+    # The path, never the query string: a client may put a key there. Quoted, so that it is
+    # one word without spaces or control bytes whatever the client sent.
+    path = quote(request.path, safe=_PATH_SAFE)
+    log.log(level, "%s %s %s", request.method, path, status, extra=fields)
 
 
 @web.middleware
