@@ -114,6 +114,11 @@ class Settings:
     playground: bool = True
     gateway_keys: Keyring = field(default_factory=Keyring)
     body_timeout: float = 30.0
+    allowed_models: tuple[str, ...] = ()
+    max_completion_tokens_cap: int = 0
+    max_n: int = 0
+    allow_ips: tuple[Network, ...] = ()
+    deny_ips: tuple[Network, ...] = ()
 
     def __post_init__(self) -> None:
         windows = (
@@ -241,6 +246,13 @@ def _networks(raw: str) -> tuple[Network, ...]:
     return tuple(_network(item.strip()) for item in raw.split(",") if item.strip())
 
 
+def _names(raw: str) -> tuple[str, ...]:
+    names = tuple(item.strip() for item in raw.split(",") if item.strip())
+    if any(any(c.isspace() for c in name) for name in names):
+        raise ValueError("expected comma-separated names without spaces")
+    return names
+
+
 def _key_prefix(raw: str) -> str:
     if any(c in raw for c in "{} \t"):
         raise ValueError("no braces or spaces")
@@ -311,7 +323,14 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         playground=_get(env, "PLAYGROUND", _flag, True),
         gateway_keys=_keyring(env),
         body_timeout=_get(env, "BODY_TIMEOUT", _seconds(), 30.0),
+        allowed_models=_get(env, "ALLOWED_MODELS", _names, ()),
+        max_completion_tokens_cap=_get(env, "MAX_COMPLETION_TOKENS_CAP", _whole(0), 0),
+        max_n=_get(env, "MAX_N", _whole(0), 0),
+        allow_ips=_get(env, "ALLOW_IPS", _networks, ()),
+        deny_ips=_get(env, "DENY_IPS", _networks, ()),
     )
+    if settings.allowed_models and settings.default_model not in settings.allowed_models:
+        raise ConfigError(f"DEFAULT_MODEL={settings.default_model!r} is not in ALLOWED_MODELS")
     if settings.default_max_tokens > settings.max_tokens_cap:
         raise ConfigError(
             f"DEFAULT_MAX_TOKENS={settings.default_max_tokens} is above "

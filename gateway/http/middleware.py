@@ -15,6 +15,7 @@ from gateway.errors import (
     RequestTimeout,
 )
 from gateway.http.auth import authenticate
+from gateway.http.caps import check_address
 from gateway.http.client_ip import bucket, client_address
 from gateway.http.render import dumps, error_body
 from gateway.keys import ADMISSION_KEY, CLIENT_IP_KEY, LIMITER_KEY, POLICIES_KEY, SETTINGS_KEY
@@ -73,6 +74,7 @@ async def admission_middleware(request: web.Request, handler: Handler) -> web.St
         request[CLIENT_IP_KEY] = str(address)
     policy = request.app[POLICIES_KEY].of(request)
     if policy.guarded:
+        check_address(settings, address)
         authenticate(request)
     if not policy.limited:
         return await handler(request)

@@ -15,6 +15,7 @@ from openai.types.chat import ChatCompletionMessageParam
 from gateway.errors import BadRequest, Forbidden, GatewayError
 from gateway.http.auth import upstream_key
 from gateway.http.body import read_json_object
+from gateway.http.caps import check_model
 from gateway.http.render import dumps, fail_stream
 from gateway.http.sse import SSE_HEADERS, sse_event
 from gateway.keys import ADMISSION_KEY, EXCHANGE_KEY, SETTINGS_KEY, UPSTREAM_KEY
@@ -161,6 +162,7 @@ async def legacy_post(request: web.Request) -> web.StreamResponse:
     call = parse_request(
         body, settings.default_model, settings.default_max_tokens, settings.max_tokens_cap
     )
+    check_model(settings, call.model)
     key = upstream_key(request, call.api_key, "unauthorized")
     messages = call.messages()
     sent = [m.as_dict() for m in messages]

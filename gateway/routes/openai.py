@@ -15,6 +15,7 @@ from multidict import CIMultiDict
 from gateway.errors import GatewayError, NotFound, UpstreamUnavailable
 from gateway.http.auth import bearer, upstream_key
 from gateway.http.body import parse_json_object, read_body
+from gateway.http.caps import check_call, model_allowed
 from gateway.http.render import dumps, fail_stream, openai_error
 from gateway.http.sse import (
     SSE_HEADERS,
@@ -213,6 +214,7 @@ async def relay_post(request: web.Request) -> web.StreamResponse:
     key = upstream_key(request, bearer(request), "missing_api_key")
     raw = await read_body(request)
     call = parse_json_object(request, raw)
+    check_call(request.app[SETTINGS_KEY], call)
     path = request.path.removeprefix("/v1/")
     stream = call.get("stream") is True
     admission = request[ADMISSION_KEY]
@@ -229,8 +231,9 @@ async def relay_post(request: web.Request) -> web.StreamResponse:
 
 async def relay_models(request: web.Request) -> web.StreamResponse:
     """GET /v1/models and /v1/models/{model}."""
+    settings = request.app[SETTINGS_KEY]
     model = request.match_info.get("model")
-    if model in (".", ".."):
+    if model in (".", "..") or (model is not None and not model_allowed(settings, model)):
         raise NotFound()
     path = "models" if model is None else "models/" + quote(model, safe="")
     key = upstream_key(request, bearer(request), "missing_api_key")
