@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from contextlib import AsyncExitStack
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import urlencode
 
 import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
-from gateway.errors import GatewayError, NotFound, UpstreamUnavailable
+from gateway.errors import BadRequest, GatewayError, NotFound, UpstreamUnavailable
 from gateway.http.auth import bearer, upstream_key
 from gateway.http.body import parse_json_object, read_body
 from gateway.http.caps import check_call, model_allowed
@@ -233,13 +234,22 @@ async def relay_models(request: web.Request) -> web.StreamResponse:
     """GET /v1/models and /v1/models/{model}."""
     settings = request.app[SETTINGS_KEY]
     model = request.match_info.get("model")
-    if model in (".", "..") or (model is not None and not model_allowed(settings, model)):
+    if model is not None and (model.strip(".") == "" or not _MODEL_ID.fullmatch(model)):
+        raise BadRequest("bad_path_parameter", param="model")
+    if model is not None and not model_allowed(settings, model):
         raise NotFound()
-    path = "models" if model is None else "models/" + quote(model, safe="")
+    path = "models" if model is None else "models/" + model
     key = upstream_key(request, bearer(request), "missing_api_key")
     return await relay(request, "GET", _with_query(request, path), key=key, body=None, stream=False)
 
 
+# The only query parameter relayed: Azure-style servers take their API version there. OpenAI
+# defines none for the routes we relay, so anything else stays here.
+RELAYED_QUERY = ("api-version",)
+# A model id: letters, digits and . _ : - (fine-tuned ids have colons), never a path.
+_MODEL_ID = re.compile(r"[A-Za-z0-9._:-]{1,256}")
+
+
 def _with_query(request: web.Request, path: str) -> str:
-    # Some OpenAI-compatible servers (Azure's api-version) take parameters in the query.
-    return f"{path}?{request.query_string}" if request.query_string else path
+    kept = [(k, v) for k, v in request.query.items() if k in RELAYED_QUERY]
+    return f"{path}?{urlencode(kept)}" if kept else path
