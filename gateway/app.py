@@ -34,6 +34,7 @@ LEGACY = Policy(limited=True, envelope="legacy", guarded=True)
 LEGACY_METERED = Policy(limited=True, metered=True, envelope="legacy", guarded=True)
 OPENAI = Policy(limited=True, envelope="openai", guarded=True)
 OPENAI_METERED = Policy(limited=True, metered=True, envelope="openai", guarded=True)
+OPS_PRIVATE = Policy(private=True)
 LINGER_SECONDS = 2.0
 
 
@@ -48,8 +49,8 @@ def add_routes(app: web.Application, settings: Settings) -> None:
     # What no route under /v1 takes still answers in OpenAI's shape (its 404 or 405).
     routes.unmatched("/v1", Policy(envelope="openai"))
     routes.add(app, "GET", "/healthz", healthz, OPS)
-    routes.add(app, "GET", "/readyz", readyz, OPS)
-    routes.add(app, "GET", "/metrics", metrics, OPS)
+    routes.add(app, "GET", "/readyz", readyz, OPS_PRIVATE)
+    routes.add(app, "GET", "/metrics", metrics, OPS_PRIVATE)
     if settings.playground:
         for path, page in playground_routes(settings).items():
             routes.add(app, "GET", path, page, OPS)

@@ -119,6 +119,8 @@ class Settings:
     max_n: int = 0
     allow_ips: tuple[Network, ...] = ()
     deny_ips: tuple[Network, ...] = ()
+    ops_allow: tuple[Network, ...] = ()
+    ops_token: Secret | None = None
 
     def __post_init__(self) -> None:
         windows = (
@@ -253,6 +255,11 @@ def _names(raw: str) -> tuple[str, ...]:
     return names
 
 
+# Who may read /metrics and /readyz by default: loopback and the private ranges that compose
+# networks, Kubernetes pods and their kubelets use.
+OPS_NETWORKS = "127.0.0.0/8,::1/128,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7"
+
+
 def _key_prefix(raw: str) -> str:
     if any(c in raw for c in "{} \t"):
         raise ValueError("no braces or spaces")
@@ -328,6 +335,8 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         max_n=_get(env, "MAX_N", _whole(0), 0),
         allow_ips=_get(env, "ALLOW_IPS", _networks, ()),
         deny_ips=_get(env, "DENY_IPS", _networks, ()),
+        ops_allow=_get(env, "OPS_ALLOW", _networks, _networks(OPS_NETWORKS)),
+        ops_token=_get(env, "OPS_TOKEN", Secret, None),
     )
     if settings.allowed_models and settings.default_model not in settings.allowed_models:
         raise ConfigError(f"DEFAULT_MODEL={settings.default_model!r} is not in ALLOWED_MODELS")

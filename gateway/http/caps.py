@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,6 +22,15 @@ def check_address(settings: Settings, address: Address | None) -> None:
     )
     if denied or not allowed:
         raise Forbidden("address_denied")
+
+
+def check_ops(settings: Settings, address: Address | None, token: str | None) -> None:
+    """An ops endpoint answers clients in OPS_ALLOW, and anyone bearing OPS_TOKEN; else 403."""
+    if address is not None and within(address, settings.ops_allow):
+        return
+    expected = settings.ops_token.reveal().encode() if settings.ops_token else None
+    if expected is None or not hmac.compare_digest(expected, (token or "").encode()):
+        raise Forbidden()
 
 
 def model_allowed(settings: Settings, model: object) -> bool:

@@ -14,8 +14,8 @@ from gateway.errors import (
     PayloadTooLarge,
     RequestTimeout,
 )
-from gateway.http.auth import authenticate
-from gateway.http.caps import check_address
+from gateway.http.auth import authenticate, bearer
+from gateway.http.caps import check_address, check_ops
 from gateway.http.client_ip import bucket, client_address
 from gateway.http.render import dumps, error_body
 from gateway.keys import ADMISSION_KEY, CLIENT_IP_KEY, LIMITER_KEY, POLICIES_KEY, SETTINGS_KEY
@@ -73,6 +73,8 @@ async def admission_middleware(request: web.Request, handler: Handler) -> web.St
     if address is not None:
         request[CLIENT_IP_KEY] = str(address)
     policy = request.app[POLICIES_KEY].of(request)
+    if policy.private:
+        check_ops(settings, address, bearer(request))
     if policy.guarded:
         check_address(settings, address)
         authenticate(request)

@@ -18,6 +18,7 @@ class Policy:
     metered: bool = False  # under a token budget, the call's tokens count too (implies limited)
     envelope: Envelope = "legacy"  # the original project's {"code","msg","data"}, or OpenAI's
     guarded: bool = False  # needs a gateway key when GATEWAY_KEYS is set
+    private: bool = False  # only from OPS_ALLOW networks, or with OPS_TOKEN
 
 
 OPS = Policy()
