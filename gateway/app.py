@@ -11,6 +11,7 @@ from aiohttp import web
 from gateway.config import Settings
 from gateway.http.middleware import add_rate_limit_headers, admission_middleware, error_middleware
 from gateway.http.policy import OPS, Policies, Policy
+from gateway.http.protocol import install as install_error_pages
 from gateway.i18n import Translator
 from gateway.keys import (
     LIMITER_KEY,
@@ -112,4 +113,5 @@ def create_app(
     app.cleanup_ctx.append(partial(limiter_ctx, redis=redis, clock=clock))
     app.cleanup_ctx.append(upstream_ctx)
     add_routes(app, settings)
+    install_error_pages(app)
     return app
