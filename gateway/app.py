@@ -9,6 +9,7 @@ import aiohttp
 from aiohttp import web
 
 from gateway.config import Settings
+from gateway.http.cors import add_cors_headers, cors_middleware
 from gateway.http.middleware import add_rate_limit_headers, admission_middleware, error_middleware
 from gateway.http.policy import OPS, Policies, Policy
 from gateway.http.protocol import install as install_error_pages
@@ -98,7 +99,7 @@ def create_app(
     """The gateway. `redis` is a client to use instead of one built from REDIS_URL (the app
     leaves it open); `clock` replaces the limiter's clocks, for tests."""
     app = web.Application(
-        middlewares=[access_middleware, error_middleware, admission_middleware],
+        middlewares=[access_middleware, error_middleware, cors_middleware, admission_middleware],
         client_max_size=settings.max_body_bytes,
         # After an answer sent before its body was read (401, 408, 413), what the client still
         # sends is read and dropped for at most LINGER_SECONDS, then the connection closes.
@@ -110,6 +111,7 @@ def create_app(
     app[POLICIES_KEY] = Policies()
     app.on_response_prepare.append(on_response_prepare)
     app.on_response_prepare.append(add_rate_limit_headers)
+    app.on_response_prepare.append(add_cors_headers)
     app.cleanup_ctx.append(partial(limiter_ctx, redis=redis, clock=clock))
     app.cleanup_ctx.append(upstream_ctx)
     add_routes(app, settings)

@@ -121,6 +121,7 @@ class Settings:
     deny_ips: tuple[Network, ...] = ()
     ops_allow: tuple[Network, ...] = ()
     ops_token: Secret | None = None
+    cors_origins: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         windows = (
@@ -260,6 +261,16 @@ def _names(raw: str) -> tuple[str, ...]:
 OPS_NETWORKS = "127.0.0.0/8,::1/128,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7"
 
 
+def _origins(raw: str) -> tuple[str, ...]:
+    origins = tuple(item.strip().rstrip("/") for item in raw.split(",") if item.strip())
+    for origin in origins:
+        parts = urlsplit(origin)
+        plain = parts.scheme in ("http", "https") and parts.netloc and not parts.path
+        if origin != "*" and not (plain and not parts.query and not parts.fragment):
+            raise ValueError(f"{origin!r} is not * or an origin such as https://app.example")
+    return origins
+
+
 def _key_prefix(raw: str) -> str:
     if any(c in raw for c in "{} \t"):
         raise ValueError("no braces or spaces")
@@ -337,6 +348,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         deny_ips=_get(env, "DENY_IPS", _networks, ()),
         ops_allow=_get(env, "OPS_ALLOW", _networks, _networks(OPS_NETWORKS)),
         ops_token=_get(env, "OPS_TOKEN", Secret, None),
+        cors_origins=_get(env, "CORS_ORIGINS", _origins, ()),
     )
     if settings.allowed_models and settings.default_model not in settings.allowed_models:
         raise ConfigError(f"DEFAULT_MODEL={settings.default_model!r} is not in ALLOWED_MODELS")
