@@ -28,6 +28,7 @@ from gateway.observe.access import access_middleware, on_response_prepare
 from gateway.observe.metrics import Metrics
 from gateway.routes.legacy import legacy_get, legacy_post
 from gateway.routes.openai import relay_models, relay_post
+from gateway.routes.openapi import openapi
 from gateway.routes.ops import healthz, metrics, readyz
 from gateway.routes.playground import playground_routes
 from gateway.upstream.client import Upstream, client_timeout
@@ -53,6 +54,7 @@ def add_routes(app: web.Application, settings: Settings) -> None:
     routes.add(app, "GET", "/healthz", healthz, OPS)
     routes.add(app, "GET", "/readyz", readyz, OPS_PRIVATE)
     routes.add(app, "GET", "/metrics", metrics, OPS_PRIVATE)
+    routes.add(app, "GET", "/openapi.json", openapi, OPS)
     if settings.playground:
         for path, page in playground_routes(settings).items():
             routes.add(app, "GET", path, page, OPS)

@@ -201,7 +201,7 @@ def _flag(raw: str) -> bool:
 
 
 # The gateway's own paths; the legacy route may not shadow them.
-RESERVED_PATHS = ("/healthz", "/readyz", "/metrics")
+RESERVED_PATHS = ("/healthz", "/readyz", "/metrics", "/openapi.json")
 
 
 def _route(raw: str) -> str:
