@@ -15,7 +15,8 @@ _HASHED = re.compile(r"sha256:([0-9a-f]{64})")
 
 
 def digest(key: str) -> bytes:
-    return hashlib.sha256(key.encode("ascii", "replace")).digest()
+    # Distinct strings, distinct bytes: a presented key may hold anything a header can.
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()
 
 
 @dataclass(frozen=True)

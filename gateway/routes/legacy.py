@@ -219,6 +219,8 @@ async def _relay(
                     await response.prepare(request)
                 parts.append(delta.text)
                 await response.write(sse_event({"delta": delta.text}, event="delta"))
+    except ConnectionResetError:
+        raise
     except Exception as exc:
         if not response.prepared:
             raise

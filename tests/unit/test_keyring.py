@@ -89,3 +89,9 @@ def test_a_bad_line_in_the_file_is_named_by_its_number(tmp_path):
         load_settings({"GATEWAY_KEYS_FILE": str(file)})
     assert f"GATEWAY_KEYS_FILE={str(file)!r} line 3: a key is 16" in str(caught.value)
     assert "tiny" not in str(caught.value)
+
+
+def test_a_non_ascii_lookalike_is_not_the_key():
+    ring = load_keyring(f"q:{KEY}?", None)
+    assert ring.find(f"{KEY}?") == "q"
+    assert ring.find(f"{KEY}é") is None and ring.find(f"{KEY}\udcff") is None
