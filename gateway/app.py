@@ -10,9 +10,11 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from gateway.config import Settings
+from gateway.http.cors import add_cors_headers, cors_middleware
 from gateway.http.drain import DRAIN_KEY, Drain
 from gateway.http.middleware import add_rate_limit_headers, admission_middleware, error_middleware
 from gateway.http.policy import OPS, Policies, Policy
+from gateway.http.protocol import install as install_error_pages
 from gateway.i18n import Translator
 from gateway.keys import (
     LIMITER_KEY,
@@ -28,14 +30,17 @@ from gateway.observe.access import access_middleware, on_response_prepare
 from gateway.observe.metrics import Metrics
 from gateway.routes.legacy import legacy_get, legacy_post
 from gateway.routes.openai import relay_models, relay_post, relay_upload
+from gateway.routes.openapi import openapi
 from gateway.routes.ops import healthz, metrics, readyz
 from gateway.routes.playground import playground_routes
 from gateway.upstream.client import Upstream, client_timeout
 
-LEGACY = Policy(limited=True, envelope="legacy")
-LEGACY_METERED = Policy(limited=True, metered=True, envelope="legacy")
-OPENAI = Policy(limited=True, envelope="openai")
-OPENAI_METERED = Policy(limited=True, metered=True, envelope="openai")
+LEGACY = Policy(limited=True, envelope="legacy", guarded=True)
+LEGACY_METERED = Policy(limited=True, metered=True, envelope="legacy", guarded=True)
+OPENAI = Policy(limited=True, envelope="openai", guarded=True)
+OPENAI_METERED = Policy(limited=True, metered=True, envelope="openai", guarded=True)
+OPS_PRIVATE = Policy(private=True)
+LINGER_SECONDS = 2.0
 
 # The /v1 routes, each with the family OPENAI_ROUTES turns on and off: (family, method, path,
 # handler, policy). Calls that produce tokens are metered; the others only counted.
@@ -63,8 +68,9 @@ def add_routes(app: web.Application, settings: Settings) -> None:
     # What no route under /v1 takes still answers in OpenAI's shape (its 404 or 405).
     routes.unmatched("/v1", Policy(envelope="openai"))
     routes.add(app, "GET", "/healthz", healthz, OPS)
-    routes.add(app, "GET", "/readyz", readyz, OPS)
-    routes.add(app, "GET", "/metrics", metrics, OPS)
+    routes.add(app, "GET", "/readyz", readyz, OPS_PRIVATE)
+    routes.add(app, "GET", "/metrics", metrics, OPS_PRIVATE)
+    routes.add(app, "GET", "/openapi.json", openapi, OPS)
     if settings.playground:
         for path, page in playground_routes(settings).items():
             routes.add(app, "GET", path, page, OPS)
@@ -113,9 +119,17 @@ def create_app(
     leaves it open); `clock` replaces the limiter's clocks, for tests."""
     drain = Drain(settings.shutdown_grace)
     app = web.Application(
-        middlewares=[access_middleware, drain.middleware, error_middleware, admission_middleware],
+        middlewares=[
+            access_middleware,
+            drain.middleware,
+            error_middleware,
+            cors_middleware,
+            admission_middleware,
+        ],
         client_max_size=settings.max_body_bytes,
-        handler_args={"handler_cancellation": True},
+        # After an answer sent before its body was read (401, 408, 413), what the client still
+        # sends is read and dropped for at most LINGER_SECONDS, then the connection closes.
+        handler_args={"handler_cancellation": True, "lingering_time": LINGER_SECONDS},
     )
     app[SETTINGS_KEY] = settings
     app[DRAIN_KEY] = drain
@@ -126,7 +140,9 @@ def create_app(
     app.on_response_prepare.append(add_rate_limit_headers)
     app.on_response_prepare.append(drain.on_prepare)
     app.on_shutdown.append(drain.on_shutdown)
+    app.on_response_prepare.append(add_cors_headers)
     app.cleanup_ctx.append(partial(limiter_ctx, redis=redis, clock=clock))
     app.cleanup_ctx.append(upstream_ctx)
     add_routes(app, settings)
+    install_error_pages(app)
     return app

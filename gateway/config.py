@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 from dotenv import dotenv_values
 
 from gateway.i18n import language_from_env
+from gateway.keyring import Keyring, load_keyring
 
 T = TypeVar("T")
 
@@ -127,6 +128,16 @@ class Settings:
     limits: tuple[Limit, ...] = field(init=False)
     budgets: tuple[Limit, ...] = field(init=False)
     playground: bool = True
+    gateway_keys: Keyring = field(default_factory=Keyring)
+    body_timeout: float = 30.0
+    allowed_models: tuple[str, ...] = ()
+    max_completion_tokens_cap: int = 0
+    max_n: int = 0
+    allow_ips: tuple[Network, ...] = ()
+    deny_ips: tuple[Network, ...] = ()
+    ops_allow: tuple[Network, ...] = ()
+    ops_token: Secret | None = None
+    cors_origins: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         windows = (
@@ -206,7 +217,7 @@ def _flag(raw: str) -> bool:
 
 
 # The gateway's own paths; the legacy route may not shadow them.
-RESERVED_PATHS = ("/healthz", "/readyz", "/metrics")
+RESERVED_PATHS = ("/healthz", "/readyz", "/metrics", "/openapi.json")
 
 
 def _route(raw: str) -> str:
@@ -266,6 +277,28 @@ def _networks(raw: str) -> tuple[Network, ...]:
     return tuple(_network(item.strip()) for item in raw.split(",") if item.strip())
 
 
+def _names(raw: str) -> tuple[str, ...]:
+    names = tuple(item.strip() for item in raw.split(",") if item.strip())
+    if any(any(c.isspace() for c in name) for name in names):
+        raise ValueError("expected comma-separated names without spaces")
+    return names
+
+
+# Who may read /metrics and /readyz by default: loopback and the private ranges that compose
+# networks, Kubernetes pods and their kubelets use.
+OPS_NETWORKS = "127.0.0.0/8,::1/128,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7"
+
+
+def _origins(raw: str) -> tuple[str, ...]:
+    origins = tuple(item.strip().rstrip("/") for item in raw.split(",") if item.strip())
+    for origin in origins:
+        parts = urlsplit(origin)
+        plain = parts.scheme in ("http", "https") and parts.netloc and not parts.path
+        if origin != "*" and not (plain and not parts.query and not parts.fragment):
+            raise ValueError(f"{origin!r} is not * or an origin such as https://app.example")
+    return origins
+
+
 def _key_prefix(raw: str) -> str:
     if any(c in raw for c in "{} \t"):
         raise ValueError("no braces or spaces")
@@ -297,6 +330,13 @@ def redis_location(url: str, cluster: bool) -> str:
         where += "" if cluster else f" database {parts.path.strip('/') or '0'}"
     tls = " (TLS)" if parts.scheme == "rediss" else ""
     return f"{'Redis Cluster' if cluster else 'Redis'} at {where}{tls}"
+
+
+def _keyring(env: Mapping[str, str]) -> Keyring:
+    try:
+        return load_keyring(_text(env, "GATEWAY_KEYS"), _text(env, "GATEWAY_KEYS_FILE"))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def environment(folder: Path | None = None) -> dict[str, str]:
@@ -351,7 +391,19 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         openai_routes=_get(env, "OPENAI_ROUTES", _families, OPENAI_FAMILIES),
         shutdown_grace=_get(env, "SHUTDOWN_GRACE", _seconds(zero=True), 30.0),
         playground=_get(env, "PLAYGROUND", _flag, True),
+        gateway_keys=_keyring(env),
+        body_timeout=_get(env, "BODY_TIMEOUT", _seconds(), 30.0),
+        allowed_models=_get(env, "ALLOWED_MODELS", _names, ()),
+        max_completion_tokens_cap=_get(env, "MAX_COMPLETION_TOKENS_CAP", _whole(0), 0),
+        max_n=_get(env, "MAX_N", _whole(0), 0),
+        allow_ips=_get(env, "ALLOW_IPS", _networks, ()),
+        deny_ips=_get(env, "DENY_IPS", _networks, ()),
+        ops_allow=_get(env, "OPS_ALLOW", _networks, _networks(OPS_NETWORKS)),
+        ops_token=_get(env, "OPS_TOKEN", Secret, None),
+        cors_origins=_get(env, "CORS_ORIGINS", _origins, ()),
     )
+    if settings.allowed_models and settings.default_model not in settings.allowed_models:
+        raise ConfigError(f"DEFAULT_MODEL={settings.default_model!r} is not in ALLOWED_MODELS")
     if settings.default_max_tokens > settings.max_tokens_cap:
         raise ConfigError(
             f"DEFAULT_MAX_TOKENS={settings.default_max_tokens} is above "

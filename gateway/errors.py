@@ -59,6 +59,14 @@ class MethodNotAllowed(GatewayError):
     openai_type = "invalid_request_error"
 
 
+class RequestTimeout(GatewayError):
+    """The body did not arrive in time; the connection is closed after the answer."""
+
+    status = 408
+    code = "body_timeout"
+    openai_type = "invalid_request_error"
+
+
 class PayloadTooLarge(GatewayError):
     status = 413
     code = "body_too_large"

@@ -29,3 +29,4 @@ REQUEST_ID_KEY = web.RequestKey("REQUEST_ID_KEY", str)
 STREAMING_KEY = web.RequestKey("STREAMING_KEY", bool)
 RESPONSE_KEY = web.RequestKey("RESPONSE_KEY", web.StreamResponse)  # once its headers are out
 CUT_KEY = web.RequestKey("CUT_KEY", bool)  # cut by the server at the end of SHUTDOWN_GRACE
+KEY_NAME_KEY = web.RequestKey("KEY_NAME_KEY", str)  # the gateway key presented, by its name

@@ -2,24 +2,38 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
 from aiohttp import web
 
-from gateway.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from gateway.errors import BadRequest, PayloadTooLarge, RequestTimeout, UnsupportedMediaType
 from gateway.keys import SETTINGS_KEY
+
+# Between two pieces of a body, at most this long (or BODY_TIMEOUT, if shorter).
+BODY_IDLE_SECONDS = 10.0
 
 
 async def read_body(request: web.Request) -> bytes:
-    limit = request.app[SETTINGS_KEY].max_body_bytes
+    """The whole body, within MAX_BODY_BYTES and BODY_TIMEOUT (and BODY_IDLE_SECONDS between
+    two pieces of it): a client that trickles its body is cut off with a 408."""
+    settings = request.app[SETTINGS_KEY]
+    limit = settings.max_body_bytes
     declared = request.content_length
     if declared is not None and declared > limit:
         raise PayloadTooLarge(limit=limit)
+    idle = min(BODY_IDLE_SECONDS, settings.body_timeout)
+    body = bytearray()
     try:
-        return await request.read()
-    except web.HTTPRequestEntityTooLarge as exc:
-        raise PayloadTooLarge(limit=limit) from exc
+        async with asyncio.timeout(settings.body_timeout):
+            while chunk := await asyncio.wait_for(request.content.readany(), idle):
+                body += chunk
+                if len(body) > limit:
+                    raise PayloadTooLarge(limit=limit)
+    except TimeoutError as exc:
+        raise RequestTimeout(seconds=f"{settings.body_timeout:g}") from exc
+    return bytes(body)
 
 
 def _is_json_type(content_type: str) -> bool:

@@ -31,8 +31,8 @@ def parse_address(raw: str) -> Address | None:
     return address
 
 
-def _trusted(address: Address, proxies: Sequence[Network]) -> bool:
-    return any(address.version == net.version and address in net for net in proxies)
+def within(address: Address, networks: Sequence[Network]) -> bool:
+    return any(address.version == net.version and address in net for net in networks)
 
 
 def client_address(
@@ -47,7 +47,7 @@ def client_address(
     (a Unix socket).
     """
     address = parse_address(peer) if peer else None
-    if address is None or not _trusted(address, proxies):
+    if address is None or not within(address, proxies):
         return address
     hops = [item for value in forwarded_for for item in value.split(",") if item.strip()]
     for raw in reversed(hops):
@@ -55,7 +55,7 @@ def client_address(
         if hop is None:
             return address
         address = hop
-        if not _trusted(address, proxies):
+        if not within(address, proxies):
             return address
     return address
 

@@ -7,7 +7,15 @@ import logging
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from gateway.errors import GatewayError, MethodNotAllowed, NotFound, PayloadTooLarge
+from gateway.errors import (
+    GatewayError,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    RequestTimeout,
+)
+from gateway.http.auth import authenticate, bearer
+from gateway.http.caps import check_address, check_ops
 from gateway.http.client_ip import bucket, client_address
 from gateway.http.render import dumps, error_body
 from gateway.keys import ADMISSION_KEY, CLIENT_IP_KEY, LIMITER_KEY, POLICIES_KEY, SETTINGS_KEY
@@ -33,7 +41,11 @@ def _from_http(request: web.Request, exc: web.HTTPException) -> GatewayError | N
 
 def render_error(request: web.Request, exc: GatewayError) -> web.Response:
     body = error_body(request, exc)
-    return web.json_response(body, status=exc.status, headers=exc.headers, dumps=dumps)
+    response = web.json_response(body, status=exc.status, headers=exc.headers, dumps=dumps)
+    if isinstance(exc, RequestTimeout):
+        # The rest of a late body may still come: the connection cannot carry another request.
+        response.force_close()
+    return response
 
 
 @web.middleware
@@ -64,6 +76,11 @@ async def admission_middleware(request: web.Request, handler: Handler) -> web.St
     if address is not None:
         request[CLIENT_IP_KEY] = str(address)
     policy = request.app[POLICIES_KEY].of(request)
+    if policy.private:
+        check_ops(settings, address, bearer(request))
+    if policy.guarded:
+        check_address(settings, address)
+        authenticate(request)
     if not policy.limited:
         return await handler(request)
     budgets = settings.budgets if policy.metered else ()

@@ -17,6 +17,8 @@ class Policy:
     limited: bool = False  # each request counts against the client's limits
     metered: bool = False  # under a token budget, the call's tokens count too (implies limited)
     envelope: Envelope = "legacy"  # the original project's {"code","msg","data"}, or OpenAI's
+    guarded: bool = False  # needs a gateway key when GATEWAY_KEYS is set
+    private: bool = False  # only from OPS_ALLOW networks, or with OPS_TOKEN
 
 
 OPS = Policy()

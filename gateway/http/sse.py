@@ -95,20 +95,42 @@ class Heartbeat:
                 task.exception()
 
 
-class EventSplitter:
-    """Cuts a byte stream into whole SSE events, each kept byte for byte with its blank line."""
+# Far above any real event (a chunk of a few tokens); an upstream that sends more is broken.
+MAX_EVENT_BYTES = 1024 * 1024
 
-    def __init__(self) -> None:
-        self.rest = b""
+
+class EventTooLarge(Exception):
+    """The upstream sent more than MAX_EVENT_BYTES without ending an event."""
+
+
+class EventSplitter:
+    """Cuts a byte stream into whole SSE events, each kept byte for byte with its blank line.
+
+    Each byte is searched about once: a new chunk is searched from just before where the last
+    search ended (an event's end may straddle two chunks), never from the start of the buffer.
+    """
+
+    def __init__(self, limit: int = MAX_EVENT_BYTES) -> None:
+        self.buffer = bytearray()
+        self.searched = 0
+        self.limit = limit
+
+    @property
+    def rest(self) -> bytes:
+        return bytes(self.buffer)
 
     def feed(self, chunk: bytes) -> list[bytes]:
-        self.rest += chunk
+        self.buffer += chunk
         events = []
         start = 0
-        for match in _EVENT_END.finditer(self.rest):
-            events.append(self.rest[start : match.end()])
+        # The longest end, \r\n\r\n, is 4 bytes: 3 of them may precede the new chunk.
+        for match in _EVENT_END.finditer(self.buffer, max(0, self.searched - 3)):
+            events.append(bytes(self.buffer[start : match.end()]))
             start = match.end()
-        self.rest = self.rest[start:]
+        del self.buffer[:start]
+        self.searched = len(self.buffer)
+        if self.searched > self.limit:
+            raise EventTooLarge()
         return events
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from urllib.parse import quote
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -14,6 +15,7 @@ from gateway.keys import (
     CLIENT_IP_KEY,
     CUT_KEY,
     EXCHANGE_KEY,
+    KEY_NAME_KEY,
     METRICS_KEY,
     STREAMING_KEY,
 )
@@ -27,6 +29,7 @@ upstream_log = logging.getLogger("gateway.upstream")
 
 # Probes and scrapes arrive every few seconds; they are logged at DEBUG.
 QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+_PATH_SAFE = "/:@!$&'()*+,;=-._~"
 
 
 async def on_response_prepare(request: web.Request, response: web.StreamResponse) -> None:
@@ -57,6 +60,8 @@ def _observe(
     if metrics is None:
         return
     metrics.requests.labels(route, request.method, str(status)).inc()
+    if KEY_NAME_KEY in request:
+        metrics.key_requests.labels(request[KEY_NAME_KEY], str(status)).inc()
     decision = admission.decision if admission is not None else None
     if decision is not None:
         window = "none" if decision.allowed else (decision.window or "unknown")
@@ -88,6 +93,8 @@ def _record(request: web.Request, exchange: Exchange, status: int, elapsed: floa
     }
     if decision is not None:
         fields["limit_source"] = decision.source
+    if KEY_NAME_KEY in request:
+        fields["key_name"] = request[KEY_NAME_KEY]
     first_byte, total = exchange.seconds_to_first_byte(), exchange.seconds()
     if first_byte is not None:
         fields["upstream_first_byte_ms"] = round(first_byte * 1000, 1)
@@ -109,8 +116,10 @@ def _record(request: web.Request, exchange: Exchange, status: int, elapsed: floa
             extra={"request_id": fields["request_id"]},
         )
     level = logging.DEBUG if request.path in QUIET_PATHS and status < 500 else logging.INFO
-    # The path, never the query string: a client may put a key there.
-    log.log(level, "%s %s %s", request.method, request.path, status, extra=fields)
+    # The path, never the query string: a client may put a key there. Quoted, so that it is
+    # one word without spaces or control bytes whatever the client sent.
+    path = quote(request.path, safe=_PATH_SAFE)
+    log.log(level, "%s %s %s", request.method, path, status, extra=fields)
 
 
 @web.middleware

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from datetime import UTC, datetime
 
@@ -27,13 +28,52 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, ensure_ascii=False, default=str)
 
 
+# Whatever could end a line or steer a terminal: C0 and C1 controls, DEL, Unicode line breaks.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_PLAIN = re.compile(r"[^\s\"=]*")
+TRACEBACK_PREFIX = "  | "
+
+
+def escape(text: str) -> str:
+    """The text on one line: each control character written as a \\xNN or \\uNNNN escape."""
+    return _UNSAFE.sub(
+        lambda m: f"\\x{ord(m[0]):02x}" if ord(m[0]) < 256 else f"\\u{ord(m[0]):04x}", text
+    )
+
+
+def _value(value: object) -> str:
+    text = str(value)
+    return escape(text if _PLAIN.fullmatch(text) else json.dumps(text, ensure_ascii=False))
+
+
 class TextFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
+    """One line a record, whatever a client managed to put in it: every value is escaped, and
+    a traceback's lines all start with TRACEBACK_PREFIX, so none can pass for a record."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        text = escape(super().formatMessage(record))
         extra = {k: v for k, v in vars(record).items() if k not in _STANDARD}
         if extra:
-            text += " " + " ".join(f"{k}={v}" for k, v in extra.items())
+            text += " " + " ".join(f"{k}={_value(v)}" for k, v in extra.items())
         return text
+
+    def format(self, record: logging.LogRecord) -> str:
+        # Not the base class's: it would reuse a traceback another formatter cached unprefixed.
+        record.message = record.getMessage()
+        if self.usesTime():
+            record.asctime = self.formatTime(record, self.datefmt)
+        lines = [self.formatMessage(record)]
+        if record.exc_info:
+            lines.append(_indented(self.formatException(record.exc_info)))
+        elif record.exc_text:
+            lines.append(_indented(record.exc_text))
+        if record.stack_info:
+            lines.append(_indented(self.formatStack(record.stack_info)))
+        return "\n".join(lines)
+
+
+def _indented(text: str) -> str:
+    return "\n".join(TRACEBACK_PREFIX + escape(line) for line in text.splitlines())
 
 
 def setup_logging(settings: Settings) -> logging.Logger:

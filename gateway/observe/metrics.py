@@ -22,6 +22,12 @@ class Metrics:
             ("route", "method", "status"),
             registry=self.registry,
         )
+        self.key_requests = Counter(
+            "gateway_key_requests",
+            "Requests made with a gateway key, by the key's name (never the key) and status.",
+            ("key_name", "status"),
+            registry=self.registry,
+        )
         self.limiter_decisions = Counter(
             "gateway_limiter_decisions",
             "Rate-limit decisions; window is the window that refused, or 'none' when allowed.",

@@ -62,10 +62,10 @@ def _loopback(host: str) -> bool:
 def risks(settings: Settings) -> list[str]:
     """Combinations of settings that work, but probably not as the operator meant."""
     found = []
-    if settings.api_key and not _loopback(settings.host):
+    if settings.api_key and not settings.gateway_keys and not _loopback(settings.host):
         found.append(
-            f"open relay: API_KEY is set and HOST={settings.host} is not loopback, so anyone "
-            "who reaches this port spends that key"
+            f"open relay: API_KEY is set and HOST={settings.host} is not loopback, with no "
+            "GATEWAY_KEYS: anyone who reaches this port spends that key (docs/security.md)"
         )
     return found
 

@@ -12,8 +12,10 @@ from typing import Any, Literal, cast
 from aiohttp import web
 from openai.types.chat import ChatCompletionMessageParam
 
-from gateway.errors import BadRequest, Forbidden, GatewayError, Unauthorized
+from gateway.errors import BadRequest, Forbidden, GatewayError
+from gateway.http.auth import upstream_key
 from gateway.http.body import read_json_object
+from gateway.http.caps import check_model
 from gateway.http.render import dumps, fail_stream
 from gateway.http.sse import SSE_HEADERS, sse_event
 from gateway.keys import ADMISSION_KEY, EXCHANGE_KEY, SETTINGS_KEY, UPSTREAM_KEY
@@ -160,9 +162,8 @@ async def legacy_post(request: web.Request) -> web.StreamResponse:
     call = parse_request(
         body, settings.default_model, settings.default_max_tokens, settings.max_tokens_cap
     )
-    key = call.api_key or (settings.api_key.reveal() if settings.api_key else None)
-    if key is None:
-        raise Unauthorized()
+    check_model(settings, call.model)
+    key = upstream_key(request, call.api_key, "unauthorized")
     messages = call.messages()
     sent = [m.as_dict() for m in messages]
     admission = request[ADMISSION_KEY]
@@ -212,15 +213,21 @@ async def _relay(
     parts: list[str] = []
     try:
         async for delta in deltas:
-            if not response.prepared:
-                await response.prepare(request)
             if delta.text:
+                # Headers wait for the first text: a fault before it is still a plain error.
+                if not response.prepared:
+                    await response.prepare(request)
                 parts.append(delta.text)
                 await response.write(sse_event({"delta": delta.text}, event="delta"))
-    except GatewayError as exc:
+    except ConnectionResetError:
+        raise
+    except Exception as exc:
         if not response.prepared:
             raise
-        await fail_stream(request, response, exc)
+        # After the headers, any fault (ours included) can only be the stream's error event.
+        await fail_stream(
+            request, response, exc if isinstance(exc, GatewayError) else GatewayError()
+        )
         return response
     if not response.prepared:
         await response.prepare(request)

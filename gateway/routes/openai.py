@@ -4,27 +4,31 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from contextlib import AsyncExitStack
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import urlencode
 
 import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
 from gateway.errors import (
+    BadRequest,
     GatewayError,
     NotFound,
-    Unauthorized,
     UnsupportedMediaType,
     UpstreamUnavailable,
 )
+from gateway.http.auth import bearer, upstream_key
 from gateway.http.body import parse_json_object, read_body
-from gateway.http.render import fail_stream, openai_error
+from gateway.http.caps import check_call, model_allowed
+from gateway.http.render import dumps, fail_stream, openai_error
 from gateway.http.sse import (
     SSE_HEADERS,
     ClientGone,
     EventSplitter,
+    EventTooLarge,
     Heartbeat,
     end_with,
     event_data,
@@ -36,6 +40,7 @@ from gateway.limits.admission import Admission
 from gateway.limits.budget import with_usage, worst_case
 from gateway.upstream.client import map_status
 from gateway.upstream.exchange import Exchange, body_usage
+from gateway.upstream.redact import scrub_error
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +48,17 @@ log = logging.getLogger(__name__)
 USAGE_SCAN_BYTES = 256 * 1024
 
 _FORWARDED = ("Accept", "OpenAI-Organization", "OpenAI-Project", "OpenAI-Beta")
-_RELAYED = ("content-encoding", "x-request-id", "x-should-retry", "retry-after", "retry-after-ms")
-_RELAYED_PREFIXES = ("openai-", "x-ratelimit-")
+_RELAYED = (
+    "content-encoding",
+    "x-request-id",
+    "x-should-retry",
+    "retry-after",
+    "retry-after-ms",
+    "openai-processing-ms",
+    "openai-version",
+)
+# Never openai-organization, openai-project or the like: they name the operator's account.
+_RELAYED_PREFIXES = ("x-ratelimit-",)
 # A Responses API stream ends with one of these events; it sends no [DONE].
 _FINAL_EVENTS = (b"response.completed", b"response.failed", b"response.incomplete", b"error")
 
@@ -73,19 +87,12 @@ def _ends_stream(event: bytes) -> bool:
     return b'"error"' in data and _openai_shaped(data) is not None
 
 
-def upstream_key(request: web.Request) -> str:
-    """The client's bearer token, else API_KEY; with neither, 401."""
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and token.strip():
-        return token.strip()
+def _forward_headers(request: web.Request, content_type: str | None, key: str) -> dict[str, str]:
     api_key = request.app[SETTINGS_KEY].api_key
-    if api_key:
-        return api_key.reveal()
-    raise Unauthorized("missing_api_key")
-
-
-def _forward_headers(request: web.Request, content_type: str | None) -> dict[str, str]:
-    headers = {name: request.headers[name] for name in _FORWARDED if name in request.headers}
+    # A client may pick the organization or project of its own key, never of API_KEY.
+    own = api_key is None or key != api_key.reveal()
+    names = _FORWARDED if own else _FORWARDED[:1] + _FORWARDED[3:]
+    headers = {name: request.headers[name] for name in names if name in request.headers}
     # Bytes are relayed as they come, so nothing may be compressed on the way in.
     headers["Accept-Encoding"] = "identity"
     if content_type is not None:
@@ -135,7 +142,7 @@ async def relay(
     exchange = request[EXCHANGE_KEY]
     response = web.StreamResponse(headers=SSE_HEADERS.copy())
     beat = Heartbeat(request, response, interval if stream else None)
-    headers = _forward_headers(request, content_type if body is not None else None)
+    headers = _forward_headers(request, content_type if body is not None else None, key)
     try:
         async with AsyncExitStack() as stack:
             opening = upstream.request(
@@ -157,6 +164,10 @@ async def relay(
                 exchange.usage = body_usage(data)
             relayed = _relayed_headers(opened)
             relayed["Content-Type"] = opened.headers.get("Content-Type", "application/json")
+            if opened.status >= 400:
+                data = dumps(_upstream_error(request, opened.status, data)).encode()
+                relayed.popall("Content-Encoding", None)
+                relayed["Content-Type"] = "application/json"
             return web.Response(body=data, status=opened.status, headers=relayed)
     except ClientGone:
         log.info("client went away during %s", path)
@@ -166,6 +177,11 @@ async def relay(
             raise
         await fail_stream(request, response, exc)
         return response
+
+
+def _upstream_error(request: web.Request, status: int, body: bytes) -> dict[str, Any]:
+    """What a client sees of an upstream error: OpenAI's shape, masked, or our own words."""
+    return scrub_error(body) or openai_error(request, map_status(status, ""))
 
 
 async def _read(opened: aiohttp.ClientResponse, exchange: Exchange) -> bytes:
@@ -185,10 +201,7 @@ async def _relay_stream(
 ) -> web.StreamResponse:
     if opened.status != 200:
         # Headers went out with a heartbeat: the upstream's refusal can only be an error event.
-        body = await opened.read()
-        shaped = _openai_shaped(body)
-        if shaped is None:
-            shaped = openai_error(request, map_status(opened.status, ""))
+        shaped = _upstream_error(request, opened.status, await opened.read())
         await end_with(request, response, sse_event(shaped))
         return response
     meter = admission.meter if admission is not None else None
@@ -200,7 +213,11 @@ async def _relay_stream(
     exchange = request[EXCHANGE_KEY]
     chunk = await beat.wait(_read(opened, exchange))
     while chunk:
-        for event in splitter.feed(chunk):
+        try:
+            events = splitter.feed(chunk)
+        except EventTooLarge as exc:
+            raise UpstreamUnavailable("upstream_stream_broken") from exc
+        for event in events:
             last = _ends_stream(event)
             ended = ended or last
             shown = meter is None or meter.observe_event(event_data(event))
@@ -209,6 +226,8 @@ async def _relay_stream(
             if last and admission is not None:
                 # Charged before the client sees the end, so its next call finds it settled.
                 await admission.settle()
+            if last and not event_data(event).startswith(b"[DONE]"):
+                event = sse_event(_upstream_error(request, 502, event_data(event)))
             if shown:
                 await send(response, request, event)
         chunk = await _read(opened, exchange)
@@ -241,9 +260,10 @@ async def _relay_bytes(request: web.Request, opened: aiohttp.ClientResponse) -> 
 async def relay_post(request: web.Request) -> web.StreamResponse:
     """POST a JSON body: chat completions, completions, embeddings, responses, moderations,
     image generations, speech."""
-    key = upstream_key(request)
+    key = upstream_key(request, bearer(request), "missing_api_key")
     raw = await read_body(request)
     call = parse_json_object(request, raw)
+    check_call(request.app[SETTINGS_KEY], call)
     path = request.path.removeprefix("/v1/")
     stream = call.get("stream") is True
     admission = request[ADMISSION_KEY]
@@ -261,7 +281,7 @@ async def relay_post(request: web.Request) -> web.StreamResponse:
 
 async def relay_upload(request: web.Request) -> web.StreamResponse:
     """POST /v1/audio/transcriptions: the multipart form relayed as bytes, boundary and all."""
-    key = upstream_key(request)
+    key = upstream_key(request, bearer(request), "missing_api_key")
     if request.content_type != "multipart/form-data":
         raise UnsupportedMediaType()
     raw = await read_body(request)
@@ -274,14 +294,24 @@ async def relay_upload(request: web.Request) -> web.StreamResponse:
 
 async def relay_models(request: web.Request) -> web.StreamResponse:
     """GET /v1/models and /v1/models/{model}."""
+    settings = request.app[SETTINGS_KEY]
     model = request.match_info.get("model")
-    if model in (".", ".."):
+    if model is not None and (model.strip(".") == "" or not _MODEL_ID.fullmatch(model)):
+        raise BadRequest("bad_path_parameter", param="model")
+    if model is not None and not model_allowed(settings, model):
         raise NotFound()
-    path = "models" if model is None else "models/" + quote(model, safe="")
-    key = upstream_key(request)
+    path = "models" if model is None else "models/" + model
+    key = upstream_key(request, bearer(request), "missing_api_key")
     return await relay(request, "GET", _with_query(request, path), key=key, body=None, stream=False)
 
 
+# The only query parameter relayed: Azure-style servers take their API version there. OpenAI
+# defines none for the routes we relay, so anything else stays here.
+RELAYED_QUERY = ("api-version",)
+# A model id: letters, digits and . _ : - (fine-tuned ids have colons), never a path.
+_MODEL_ID = re.compile(r"[A-Za-z0-9._:-]{1,256}")
+
+
 def _with_query(request: web.Request, path: str) -> str:
-    # Some OpenAI-compatible servers (Azure's api-version) take parameters in the query.
-    return f"{path}?{request.query_string}" if request.query_string else path
+    kept = [(k, v) for k, v in request.query.items() if k in RELAYED_QUERY]
+    return f"{path}?{urlencode(kept)}" if kept else path

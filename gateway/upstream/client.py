@@ -22,6 +22,7 @@ from gateway.errors import (
     UpstreamUnavailable,
 )
 from gateway.upstream.exchange import Exchange, Usage
+from gateway.upstream.redact import mask
 
 # The SDK insists on a key when the client is built; every call passes the real one.
 _NO_KEY = "sk-no-key-configured"
@@ -40,8 +41,8 @@ def _reason(exc: openai.APIStatusError) -> str:
     if isinstance(body, dict):
         inner = body.get("error", body)
         if isinstance(inner, dict) and isinstance(inner.get("message"), str):
-            return str(inner["message"])
-    return str(exc.message)
+            return mask(str(inner["message"]))
+    return mask(str(exc.message))
 
 
 def map_status(status: int, reason: str, retry_after: str | None = None) -> GatewayError:
@@ -162,9 +163,11 @@ class Upstream:
         except openai.APITimeoutError as exc:
             exchange.failed("timed out mid-stream")
             raise UpstreamTimeout() from exc
-        except openai.OpenAIError as exc:
-            # Connected and answering, then cut off: the answer broke, the upstream is reachable.
-            exchange.failed(failure_cause(exc) + " mid-stream")
+        except (openai.OpenAIError, ValueError) as exc:
+            # Connected and answering, then cut off or garbled (a `data:` line that is no JSON):
+            # the answer broke, the upstream is reachable.
+            cause = failure_cause(exc) if isinstance(exc, openai.OpenAIError) else "garbled"
+            exchange.failed(cause + " mid-stream")
             raise UpstreamUnavailable("upstream_stream_broken") from exc
         finally:
             exchange.finish()

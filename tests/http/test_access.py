@@ -231,3 +231,13 @@ async def test_tokens_of_a_v1_json_answer_are_logged_without_a_budget(
     await asyncio.wait_for(access_waiter.logged.wait(), timeout=10)
     (line,) = access_lines(caplog)
     assert (line["prompt_tokens"], line["completion_tokens"]) == (11, 4)
+
+
+async def test_a_hostile_path_cannot_forge_an_access_line(client, caplog):
+    caplog.set_level(logging.INFO)
+    response = await client.get("/v1/x%0AINFO%20gateway.access:%20GET%20/%20200%1B%5B31m")
+    assert response.status == 404
+    text = TextFormatter("%(levelname)s %(name)s: %(message)s")
+    (line,) = [text.format(r) for r in caplog.records if r.name == "gateway.access"]
+    assert "\n" not in line and "\x1b" not in line
+    assert line.split(" ", 3)[3].startswith("/v1/x%0AINFO%20gateway.access:%20GET%20/%20200%1B")

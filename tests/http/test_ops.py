@@ -83,6 +83,7 @@ async def test_every_required_family_is_exposed(client):
     families = {f.name: f.type for f in parsed if not f.name.endswith("_created")}
     assert families == {
         "gateway_requests": "counter",
+        "gateway_key_requests": "counter",
         "gateway_limiter_decisions": "counter",
         "gateway_limiter_seconds": "histogram",
         "gateway_upstream_first_byte_seconds": "histogram",

@@ -58,10 +58,14 @@ class FakeUpstream:
     chunk_delay: float = 0.0  # between deltas
     cut_after: int | None = None  # deltas sent before the connection is dropped
     error_event_after: int | None = None  # deltas sent before an error event
+    garbage_after: int | None = None  # deltas sent before a `data:` line that is not JSON
+    oversized_after: int | None = None  # deltas sent before 2 MiB that never end an event
     split_events: bool = True  # write events in pieces that cut through lines and events
     hold_after_first: asyncio.Event | None = None  # the stream waits for it after the first delta
     prompt_tokens: int = 11
     accepted_keys: set[str] | None = None  # None accepts any key
+    extra_headers: dict[str, str] = field(default_factory=dict)  # on every JSON answer
+    raw_error: bytes | None = None  # with status: this body as it is, instead of OpenAI's shape
     received: list[Received] = field(default_factory=list)
     started: asyncio.Event = field(default_factory=asyncio.Event)
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
@@ -143,12 +147,17 @@ async def _front(request: web.Request, handler: Handler) -> web.StreamResponse:
     if refusal is not None:
         return refusal
     request[RECEIVED_KEY] = received
-    return await handler(request)
+    response = await handler(request)
+    if not response.prepared:
+        response.headers.update(fake.extra_headers)
+    return response
 
 
 def _refusal(fake: FakeUpstream, received: Received) -> web.Response | None:
     if fake.accepted_keys is not None and received.key not in fake.accepted_keys:
         return web.json_response(_error_body(401, "Incorrect API key provided"), status=401)
+    if fake.status != 200 and fake.raw_error is not None:
+        return web.Response(body=fake.raw_error, status=fake.status, content_type="text/html")
     if fake.status != 200:
         message = (
             fake.error_message if fake.status in (400, 404) else f"fake upstream {fake.status}"
@@ -226,6 +235,14 @@ async def _stream(
             if fake.cut_after is not None and index == fake.cut_after:
                 assert request.transport is not None
                 request.transport.close()
+                return response
+            if fake.oversized_after is not None and index == fake.oversized_after:
+                await response.write(b"data: " + b"x" * (2 * 1024 * 1024))
+                await response.write_eof()
+                return response
+            if fake.garbage_after is not None and index == fake.garbage_after:
+                await send(b"data: {this is not json\n\n")
+                await response.write_eof()
                 return response
             if fake.error_event_after is not None and index == fake.error_event_after:
                 await send(event(_error_body(500, "The server had an error mid-stream")))

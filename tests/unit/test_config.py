@@ -91,12 +91,12 @@ def test_zero_or_empty_limit_means_none(value):
         (
             {"ROUTE": "healthz"},
             "ROUTE='healthz' is not valid (that path is one of the gateway's own: "
-            "/v1/..., /healthz, /readyz, /metrics)",
+            "/v1/..., /healthz, /readyz, /metrics, /openapi.json)",
         ),
         (
             {"ROUTE": "/v1/chat/completions"},
             "ROUTE='/v1/chat/completions' is not valid (that path is one of the gateway's own: "
-            "/v1/..., /healthz, /readyz, /metrics)",
+            "/v1/..., /healthz, /readyz, /metrics, /openapi.json)",
         ),
         (
             {"REDIS_FAILURE_MODE": "maybe"},
