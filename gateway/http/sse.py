@@ -1,23 +1,22 @@
-"""Server-sent events: writing them, cutting a stream into them, and heartbeats while waiting."""
+"""Server-sent events: writing them, and heartbeats while waiting (upstream/events.py cuts them)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
-import re
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 from aiohttp import web
 from multidict import CIMultiDict
 
+from gateway.upstream.events import EventSplitter as EventSplitter
+from gateway.upstream.events import event_data as event_data
+
 T = TypeVar("T")
 
 log = logging.getLogger(__name__)
-
-# An event ends with a blank line; the spec allows all three line endings.
-_EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
 
 SSE_HEADERS = CIMultiDict(
     {
@@ -93,26 +92,3 @@ class Heartbeat:
                 await asyncio.wait({task})
             if not task.cancelled():
                 task.exception()
-
-
-class EventSplitter:
-    """Cuts a byte stream into whole SSE events, each kept byte for byte with its blank line."""
-
-    def __init__(self) -> None:
-        self.rest = b""
-
-    def feed(self, chunk: bytes) -> list[bytes]:
-        self.rest += chunk
-        events = []
-        start = 0
-        for match in _EVENT_END.finditer(self.rest):
-            events.append(self.rest[start : match.end()])
-            start = match.end()
-        self.rest = self.rest[start:]
-        return events
-
-
-def event_data(event: bytes) -> bytes:
-    lines = event.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
-    data = [line[5:].removeprefix(b" ") for line in lines if line.startswith(b"data:")]
-    return b"\n".join(data)

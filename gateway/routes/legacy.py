@@ -18,7 +18,7 @@ from gateway.http.render import dumps, fail_stream
 from gateway.http.sse import SSE_HEADERS, sse_event
 from gateway.keys import ADMISSION_KEY, EXCHANGE_KEY, SETTINGS_KEY, UPSTREAM_KEY
 from gateway.limits.budget import Meter, prompt_estimate
-from gateway.upstream.client import Delta
+from gateway.upstream.chat import Delta
 
 Role = Literal["system", "user", "assistant"]
 ROLES: tuple[Role, ...] = ("system", "user", "assistant")

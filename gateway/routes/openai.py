@@ -15,20 +15,12 @@ from multidict import CIMultiDict
 from gateway.errors import GatewayError, NotFound, Unauthorized, UpstreamUnavailable
 from gateway.http.body import parse_json_object, read_body
 from gateway.http.render import fail_stream, openai_error
-from gateway.http.sse import (
-    SSE_HEADERS,
-    ClientGone,
-    EventSplitter,
-    Heartbeat,
-    end_with,
-    event_data,
-    send,
-    sse_event,
-)
+from gateway.http.sse import SSE_HEADERS, ClientGone, Heartbeat, end_with, send, sse_event
 from gateway.keys import ADMISSION_KEY, EXCHANGE_KEY, SETTINGS_KEY, UPSTREAM_KEY
 from gateway.limits.admission import Admission
 from gateway.limits.budget import with_usage, worst_case
 from gateway.upstream.client import map_status
+from gateway.upstream.events import EventSplitter, event_data
 from gateway.upstream.exchange import body_usage
 
 log = logging.getLogger(__name__)

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from typing import Any
 
 import aiohttp
-import openai
 from openai.types.chat import ChatCompletionMessageParam
 
 from gateway.config import Settings
@@ -20,29 +18,25 @@ from gateway.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from gateway.upstream.exchange import Exchange, Usage
+from gateway.upstream.chat import ChatStream, Delta, chat_body
+from gateway.upstream.exchange import Exchange
 
 log = logging.getLogger(__name__)
 
-# The SDK insists on a key when the client is built; every call passes the real one.
-_NO_KEY = "sk-no-key-configured"
+# Bytes are read as they come, so nothing may be compressed on the way back.
+_CHAT_HEADERS = {"Content-Type": "application/json", "Accept-Encoding": "identity"}
 
 
-@dataclass(frozen=True)
-class Delta:
-    """One piece of a streamed answer; usage arrives on the last chunk only when asked for."""
-
-    text: str
-    usage: Usage | None = None
-
-
-def _reason(exc: openai.APIStatusError) -> str:
-    body = exc.body
-    if isinstance(body, dict):
-        inner = body.get("error", body)
-        if isinstance(inner, dict) and isinstance(inner.get("message"), str):
-            return str(inner["message"])
-    return str(exc.message)
+def error_reason(status: int, body: bytes) -> str:
+    """What an upstream error body says went wrong: OpenAI's error message, else the status."""
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        data = None
+    inner = data.get("error", data) if isinstance(data, dict) else None
+    if isinstance(inner, dict) and isinstance(inner.get("message"), str):
+        return str(inner["message"])
+    return f"Error code: {status}"
 
 
 def map_status(status: int, reason: str, retry_after: str | None = None) -> GatewayError:
@@ -58,18 +52,8 @@ def map_status(status: int, reason: str, retry_after: str | None = None) -> Gate
     return UpstreamRejected("upstream_error", status=502, upstream_status=status)
 
 
-def map_sdk_error(exc: openai.OpenAIError) -> GatewayError:
-    if isinstance(exc, openai.APITimeoutError):
-        return UpstreamTimeout()
-    if isinstance(exc, openai.APIConnectionError):
-        return UpstreamUnavailable()
-    if isinstance(exc, openai.APIStatusError):
-        return map_status(exc.status_code, _reason(exc), exc.response.headers.get("Retry-After"))
-    return UpstreamUnavailable("upstream_stream_broken")
-
-
 class Upstream:
-    """One SDK client and one pooled HTTP session for the whole process.
+    """One pooled HTTP session for the whole process.
 
     Each call fills in the Exchange its caller hands it: when it started, answered and ended,
     and the usage the upstream reported.
@@ -78,15 +62,7 @@ class Upstream:
     def __init__(self, settings: Settings, session: aiohttp.ClientSession) -> None:
         self.session = session
         self.base_url = settings.openai_base_url
-        self.sdk = openai.AsyncOpenAI(
-            api_key=settings.api_key.reveal() if settings.api_key else _NO_KEY,
-            base_url=settings.openai_base_url,
-            max_retries=0,
-            timeout=openai.Timeout(settings.upstream_timeout, connect=connect_timeout(settings)),
-        )
-
-    async def close(self) -> None:
-        await self.sdk.close()
+        self.chat_url = f"{self.base_url}/chat/completions"
 
     async def stream_chat(
         self,
@@ -99,38 +75,33 @@ class Upstream:
         include_usage: bool = False,
     ) -> AsyncGenerator[Delta, None]:
         """Stream a chat completion; any failure, before or during the stream, is a GatewayError."""
-        extra: dict[str, Any] = {}
-        if include_usage:
-            extra["stream_options"] = {"include_usage": True}
-        client = self.sdk.with_options(api_key=api_key)
+        body = chat_body(model, messages, max_tokens, include_usage)
+        headers = {**_CHAT_HEADERS, "Authorization": f"Bearer {api_key}"}
+        reader = ChatStream()
         exchange.start()
         try:
-            stream = await client.chat.completions.create(
-                model=model, messages=messages, max_tokens=max_tokens, stream=True, **extra
-            )
-        except openai.OpenAIError as exc:
-            exchange.finish()
-            raise map_sdk_error(exc) from exc
-        exchange.answered()
-        finished = False
-        try:
-            async with stream:
-                async for chunk in stream:
-                    if chunk.usage is not None:
-                        usage = Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
-                        exchange.usage = usage
-                        yield Delta("", usage)
-                    for choice in chunk.choices[:1]:
-                        finished = finished or choice.finish_reason is not None
-                        yield Delta(choice.delta.content or "")
-        except openai.APITimeoutError as exc:
+            async with self.session.post(self.chat_url, data=body, headers=headers) as response:
+                exchange.answered()
+                if not 200 <= response.status < 300:
+                    why = error_reason(response.status, await response.read())
+                    raise map_status(response.status, why, response.headers.get("Retry-After"))
+                # Read to the end, past [DONE], so that the connection goes back to the pool.
+                async for chunk in response.content.iter_any():
+                    for delta in reader.feed(chunk):
+                        if delta.usage is not None:
+                            exchange.usage = delta.usage
+                        yield delta
+        except TimeoutError as exc:
             raise UpstreamTimeout() from exc
-        except openai.OpenAIError as exc:
+        except aiohttp.ClientError as exc:
+            if exchange.first_byte is None:
+                log.warning("upstream request failed: %s", type(exc).__name__)
+                raise UpstreamUnavailable() from exc
             # Connected and answering, then cut off: the answer broke, the upstream is reachable.
             raise UpstreamUnavailable("upstream_stream_broken") from exc
         finally:
             exchange.finish()
-        if not finished:
+        if not reader.finished:
             raise UpstreamUnavailable("upstream_stream_broken")
 
     @asynccontextmanager
