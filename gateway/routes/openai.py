@@ -163,17 +163,19 @@ async def _relay_stream(
     ended = False
     chunk = await beat.wait(_read(opened))
     while chunk:
-        for event in splitter.feed(chunk):
-            last = _ends_stream(event)
-            ended = ended or last
-            shown = meter is None or meter.observe_event(event_data(event))
-            if meter is not None and meter.usage is not None:
+        # The whole events of one upstream chunk leave in one write.
+        events = splitter.feed(chunk)
+        if meter is not None:
+            events = [event for event in events if meter.observe_event(event_data(event))]
+            if meter.usage is not None:
                 request[EXCHANGE_KEY].usage = meter.usage
-            if last and admission is not None:
+        if not ended and any(_ends_stream(event) for event in events):
+            ended = True
+            if admission is not None:
                 # Charged before the client sees the end, so its next call finds it settled.
                 await admission.settle()
-            if shown:
-                await send(response, request, event)
+        if events:
+            await send(response, request, b"".join(events))
         chunk = await _read(opened)
     if not ended:
         raise UpstreamUnavailable("upstream_stream_broken")

@@ -54,6 +54,7 @@ class ChatStream:
         self.splitter = EventSplitter()
         self.finished = False
         self.done = False
+        self.usage: Usage | None = None
 
     def feed(self, chunk: bytes) -> list[Delta]:
         deltas: list[Delta] = []
@@ -75,10 +76,10 @@ class ChatStream:
         if not isinstance(chunk, dict) or chunk.get("error"):
             raise _broken()
         if chunk.get("usage") is not None:
-            usage = parse_usage(chunk["usage"])
-            if usage is None:
+            self.usage = parse_usage(chunk["usage"])
+            if self.usage is None:
                 raise _broken()
-            deltas.append(Delta("", usage))
+            deltas.append(Delta("", self.usage))
         choices = chunk.get("choices")
         if not isinstance(choices, list) or not choices:
             return

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 
 import aiohttp
 from openai.types.chat import ChatCompletionMessageParam
@@ -75,6 +75,30 @@ class Upstream:
         include_usage: bool = False,
     ) -> AsyncGenerator[Delta, None]:
         """Stream a chat completion; any failure, before or during the stream, is a GatewayError."""
+        chunks = self.chat_chunks(
+            api_key=api_key,
+            model=model,
+            messages=messages,
+            max_tokens=max_tokens,
+            exchange=exchange,
+            include_usage=include_usage,
+        )
+        async with aclosing(chunks):
+            async for deltas in chunks:
+                for delta in deltas:
+                    yield delta
+
+    async def chat_chunks(
+        self,
+        *,
+        api_key: str,
+        model: str,
+        messages: Sequence[ChatCompletionMessageParam],
+        max_tokens: int,
+        exchange: Exchange,
+        include_usage: bool = False,
+    ) -> AsyncGenerator[list[Delta], None]:
+        """stream_chat's deltas, as many at a time as each piece the upstream sent holds."""
         body = chat_body(model, messages, max_tokens, include_usage)
         headers = {**_CHAT_HEADERS, "Authorization": f"Bearer {api_key}"}
         reader = ChatStream()
@@ -87,10 +111,11 @@ class Upstream:
                     raise map_status(response.status, why, response.headers.get("Retry-After"))
                 # Read to the end, past [DONE], so that the connection goes back to the pool.
                 async for chunk in response.content.iter_any():
-                    for delta in reader.feed(chunk):
-                        if delta.usage is not None:
-                            exchange.usage = delta.usage
-                        yield delta
+                    deltas = reader.feed(chunk)
+                    if reader.usage is not None:
+                        exchange.usage = reader.usage
+                    if deltas:
+                        yield deltas
         except TimeoutError as exc:
             raise UpstreamTimeout() from exc
         except aiohttp.ClientError as exc:
