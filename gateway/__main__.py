@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
+from functools import partial
 
 from aiohttp import web
 
 from gateway.app import create_app
-from gateway.config import ConfigError, environment, load_settings
+from gateway.config import ConfigError, Settings, environment, load_settings
 from gateway.observe.logs import setup_logging
+from gateway.workers import run_workers
 
 
 def main() -> None:
@@ -22,12 +26,21 @@ def main() -> None:
         log.warning(
             "LANG=%r names no language we have; answering in English", settings.language_unknown
         )
+    if settings.workers > 1:
+        raise SystemExit(run_workers(settings.workers, partial(serve, settings, log)))
+    serve(settings, log)
+
+
+def serve(settings: Settings, log: logging.Logger) -> None:
+    """Serve until SIGTERM or SIGINT; with WORKERS above 1, one of the workers sharing the port."""
     try:
         import uvloop
     except ImportError:
         loop_factory = None
     else:
         loop_factory = uvloop.new_event_loop
+    if settings.workers > 1:
+        log.info("worker %d starting", os.getpid())
     try:
         web.run_app(
             create_app(settings),
@@ -38,6 +51,7 @@ def main() -> None:
             shutdown_timeout=settings.shutdown_grace or 0.001,
             handle_signals=True,
             handler_cancellation=True,
+            reuse_port=settings.workers > 1,
             print=lambda text: log.info("%s", text.strip()),
             loop=loop_factory() if loop_factory else None,
         )

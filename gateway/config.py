@@ -108,6 +108,7 @@ class Settings:
     log_format: str = "text"
     log_level: str = "INFO"
     shutdown_grace: float = 30.0
+    workers: int = 1
     limits: tuple[Limit, ...] = field(init=False)
     budgets: tuple[Limit, ...] = field(init=False)
     playground: bool = True
@@ -298,12 +299,18 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         log_format=_get(env, "LOG_FORMAT", _choice(LOG_FORMATS), "text"),
         log_level=_get(env, "LOG_LEVEL", _log_level, "INFO"),
         shutdown_grace=_get(env, "SHUTDOWN_GRACE", _seconds(zero=True), 30.0),
+        workers=_get(env, "WORKERS", _whole(1, 64), 1),
         playground=_get(env, "PLAYGROUND", _flag, True),
     )
     if settings.default_max_tokens > settings.max_tokens_cap:
         raise ConfigError(
             f"DEFAULT_MAX_TOKENS={settings.default_max_tokens} is above "
             f"MAX_TOKENS_CAP={settings.max_tokens_cap}"
+        )
+    if settings.workers > 1 and not settings.redis_url:
+        raise ConfigError(
+            f"WORKERS={settings.workers} needs REDIS_URL: without it each worker would count "
+            "its clients' requests alone"
         )
     if settings.playground and (settings.route + "/").startswith("/playground/"):
         raise ConfigError(f"ROUTE={env['ROUTE']!r} is the playground's path (or set PLAYGROUND=0)")

@@ -107,6 +107,12 @@ def test_zero_or_empty_limit_means_none(value):
             "TRUSTED_PROXIES='10.0.0.0/8,nope' is not valid ('nope' is not an IP address or CIDR)",
         ),
         ({"DEFAULT_MAX_TOKENS": "4000"}, "DEFAULT_MAX_TOKENS=4000 is above MAX_TOKENS_CAP=3500"),
+        ({"WORKERS": "0"}, "WORKERS='0' is not valid (expected a whole number from 1 to 64)"),
+        (
+            {"WORKERS": "2"},
+            "WORKERS=2 needs REDIS_URL: without it each worker would count its clients' "
+            "requests alone",
+        ),
     ],
 )
 def test_bad_value_names_variable_and_value(env, message):
