@@ -54,11 +54,11 @@ def _observe(
     metrics = request.app.get(METRICS_KEY)
     if metrics is None:
         return
-    metrics.requests.labels(route, request.method, str(status)).inc()
+    metrics.count_request(route, request.method, status)
     decision = admission.decision if admission is not None else None
     if decision is not None:
         window = "none" if decision.allowed else (decision.window or "unknown")
-        metrics.limiter_decisions.labels(window, "allowed" if decision.allowed else "limited").inc()
+        metrics.count_decision(window, "allowed" if decision.allowed else "limited")
     if admission is not None and admission.seconds is not None:
         metrics.limiter_seconds.observe(admission.seconds)
     first_byte, total = exchange.seconds_to_first_byte(), exchange.seconds()
@@ -74,6 +74,9 @@ def _record(request: web.Request, exchange: Exchange, status: int, elapsed: floa
     route = _route(request)
     admission = request.get(ADMISSION_KEY)
     _observe(request, route, status, admission, exchange)
+    level = logging.DEBUG if request.path in QUIET_PATHS and status < 500 else logging.INFO
+    if not log.isEnabledFor(level):
+        return
     decision = admission.decision if admission is not None else None
     fields: dict[str, object] = {
         "request_id": request_id(request),
@@ -94,7 +97,6 @@ def _record(request: web.Request, exchange: Exchange, status: int, elapsed: floa
     if exchange.usage is not None:
         fields["prompt_tokens"] = exchange.usage.prompt
         fields["completion_tokens"] = exchange.usage.completion
-    level = logging.DEBUG if request.path in QUIET_PATHS and status < 500 else logging.INFO
     # The path, never the query string: a client may put a key there.
     log.log(level, "%s %s %s", request.method, request.path, status, extra=fields)
 

@@ -42,6 +42,12 @@ class TextFormatter(logging.Formatter):
 
 
 def setup_logging(settings: Settings) -> logging.Logger:
+    # What our formats never print, each record would otherwise look up: the caller's frame,
+    # the thread, the process name, and (but for WORKERS above 1) the pid.
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logMultiprocessing = False
+    logging.logProcesses = settings.workers > 1
     handler = logging.StreamHandler(sys.stderr)
     workers = settings.workers > 1
     if settings.log_format == "json":
