@@ -140,6 +140,14 @@ async def _read(opened: aiohttp.ClientResponse) -> bytes:
         raise UpstreamUnavailable("upstream_stream_broken") from exc
 
 
+def _buffered(opened: aiohttp.ClientResponse) -> bytes:
+    """What already arrived, often the first events with the headers: no waiting, no heartbeat."""
+    try:
+        return opened.content.read_nowait()
+    except aiohttp.ClientPayloadError as exc:
+        raise UpstreamUnavailable("upstream_stream_broken") from exc
+
+
 async def _relay_stream(
     request: web.Request,
     response: web.StreamResponse,
@@ -161,7 +169,7 @@ async def _relay_stream(
         await send(response, request)
     splitter = EventSplitter()
     ended = False
-    chunk = await beat.wait(_read(opened))
+    chunk = _buffered(opened) or await beat.wait(_read(opened))
     while chunk:
         # The whole events of one upstream chunk leave in one write.
         events = splitter.feed(chunk)
