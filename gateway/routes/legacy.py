@@ -18,7 +18,7 @@ from gateway.http.render import dumps, fail_stream
 from gateway.http.sse import SSE_HEADERS, sse_event
 from gateway.keys import ADMISSION_KEY, EXCHANGE_KEY, SETTINGS_KEY, UPSTREAM_KEY
 from gateway.limits.budget import Meter, prompt_estimate
-from gateway.upstream.chat import Delta
+from gateway.upstream.chat import ChatRequest, Delta
 
 Role = Literal["system", "user", "assistant"]
 ROLES: tuple[Role, ...] = ("system", "user", "assistant")
@@ -171,14 +171,14 @@ async def legacy_post(request: web.Request) -> web.StreamResponse:
         # The prompt as the upstream will receive it, for the worst case the budget reserves.
         size = len(json.dumps(sent, ensure_ascii=False).encode())
         meter = await admission.reserve(size, prompt_estimate(size) + call.max_tokens)
-    chunks = request.app[UPSTREAM_KEY].chat_chunks(
-        api_key=key,
-        model=call.model,
-        messages=cast(list[ChatCompletionMessageParam], sent),
-        max_tokens=call.max_tokens,
-        exchange=request[EXCHANGE_KEY],
+    asked = ChatRequest(
+        call.model,
+        cast(list[ChatCompletionMessageParam], sent),
+        call.max_tokens,
         include_usage=meter is not None,
     )
+    upstream = request.app[UPSTREAM_KEY]
+    chunks = upstream.chat_chunks(asked, api_key=key, exchange=request[EXCHANGE_KEY])
     if meter is not None:
         chunks = _metered(chunks, meter, admission.settle)
     async with aclosing(chunks):

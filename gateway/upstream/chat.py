@@ -22,21 +22,25 @@ class Delta:
     usage: Usage | None = None
 
 
-def chat_body(
-    model: str,
-    messages: Sequence[ChatCompletionMessageParam],
-    max_tokens: int,
-    include_usage: bool,
-) -> bytes:
-    call: dict[str, Any] = {
-        "model": model,
-        "messages": messages,
-        "max_tokens": max_tokens,
-        "stream": True,
-    }
-    if include_usage:
-        call["stream_options"] = {"include_usage": True}
-    return json.dumps(call, ensure_ascii=False).encode()
+@dataclass(frozen=True)
+class ChatRequest:
+    """A streamed chat completion to ask for; with include_usage, the last chunk says the usage."""
+
+    model: str
+    messages: Sequence[ChatCompletionMessageParam]
+    max_tokens: int
+    include_usage: bool = False
+
+    def body(self) -> bytes:
+        call: dict[str, Any] = {
+            "model": self.model,
+            "messages": self.messages,
+            "max_tokens": self.max_tokens,
+            "stream": True,
+        }
+        if self.include_usage:
+            call["stream_options"] = {"include_usage": True}
+        return json.dumps(call, ensure_ascii=False).encode()
 
 
 def _broken() -> UpstreamUnavailable:

@@ -18,7 +18,7 @@ from gateway.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from gateway.upstream.chat import ChatStream, Delta, chat_body
+from gateway.upstream.chat import ChatRequest, ChatStream, Delta
 from gateway.upstream.exchange import Exchange
 
 log = logging.getLogger(__name__)
@@ -75,31 +75,18 @@ class Upstream:
         include_usage: bool = False,
     ) -> AsyncGenerator[Delta, None]:
         """Stream a chat completion; any failure, before or during the stream, is a GatewayError."""
-        chunks = self.chat_chunks(
-            api_key=api_key,
-            model=model,
-            messages=messages,
-            max_tokens=max_tokens,
-            exchange=exchange,
-            include_usage=include_usage,
-        )
+        call = ChatRequest(model, messages, max_tokens, include_usage)
+        chunks = self.chat_chunks(call, api_key=api_key, exchange=exchange)
         async with aclosing(chunks):
             async for deltas in chunks:
                 for delta in deltas:
                     yield delta
 
     async def chat_chunks(
-        self,
-        *,
-        api_key: str,
-        model: str,
-        messages: Sequence[ChatCompletionMessageParam],
-        max_tokens: int,
-        exchange: Exchange,
-        include_usage: bool = False,
+        self, call: ChatRequest, *, api_key: str, exchange: Exchange
     ) -> AsyncGenerator[list[Delta], None]:
         """stream_chat's deltas, as many at a time as each piece the upstream sent holds."""
-        body = chat_body(model, messages, max_tokens, include_usage)
+        body = call.body()
         headers = {**_CHAT_HEADERS, "Authorization": f"Bearer {api_key}"}
         reader = ChatStream()
         exchange.start()
