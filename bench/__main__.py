@@ -48,7 +48,7 @@ def _chat(stream: bool) -> str:
 @dataclass(frozen=True)
 class Target:
     name: str
-    server: str  # whose port takes the load and whose CPU is read: upstream, floor or gateway
+    server: str  # whose port takes the load and whose CPU is read (upstream, floor, gateway…)
     path: str
     body: str
     upstream_streams: bool  # which direct and floor rows it is compared with
@@ -71,6 +71,7 @@ TARGETS = [
         json.dumps({"user_content": "hi", "stream": True}),
         True,
     ),
+    Target("gateway /v1, WORKERS=2", "workers", CHAT, _chat(False), False),
 ]
 
 
@@ -87,7 +88,8 @@ class Figures:
 
 
 def _pid(stack: Stack, server: str) -> int:
-    return {"upstream": stack.upstream, "floor": stack.floor, "gateway": stack.gateway}[server].pid
+    processes = {"upstream": stack.upstream, "floor": stack.floor, "gateway": stack.gateway}
+    return {**processes, "workers": stack.workers}[server].pid
 
 
 async def first_byte(url: str, body: str) -> float:
@@ -231,6 +233,8 @@ async def main() -> None:
         "access log at INFO to a file. Redis cmd/req: total_commands_processed delta "
         "on the bench's own redis-server (commands that scripts call included); in brackets, "
         "the script calls alone, one round trip each.",
+        "- WORKERS=2: the same gateway in two worker processes on one port; its CPU is both "
+        "workers' (and the idle parent's).",
         "- The legacy route always streams from the upstream, so its ratios are to the "
         "streamed direct and floor rows.",
         f"- TTFB: sequential, {FIRST_BYTE_REQUESTS} requests, first body chunk, median.",

@@ -43,11 +43,20 @@ def find_wrk() -> str:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time of the process, all its threads included."""
+    """User plus system CPU time of the process and its live children (WORKERS' workers)."""
     with open(f"/proc/{pid}/stat") as stat:
         # The command name may hold spaces; the fields after its closing parenthesis do not.
         fields = stat.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    own = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return own + sum(cpu_seconds(child) for child in _children(pid))
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as children:
+            return [int(child) for child in children.read().split()]
+    except FileNotFoundError:
+        return []
 
 
 def commands_processed(client: redis.Redis) -> tuple[int, int]:

@@ -15,10 +15,10 @@ from tests.support.redis_server import RedisServer
 # 19 content deltas between the role event and the stop event, then [DONE].
 STREAM_EVENTS = 22
 # High enough never to refuse, so that every request pays for the limiter's full round trip.
+# Request limits only, so that each request costs one Redis round trip (token budgets add a second).
 LIMITS = {
     "SECOND_LIMIT": "1000000",
     "MINUTE_LIMIT": "100000000",
-    "TOKENS_PER_MINUTE": "1000000000000",
 }
 
 
@@ -27,6 +27,7 @@ class Stack:
     upstream: Process
     floor: Process
     gateway: Process
+    workers: Process  # the same gateway with WORKERS=2
     redis: RedisServer
     ports: dict[str, int]
     logs: Path
@@ -39,7 +40,7 @@ class Stack:
 async def running_stack() -> AsyncIterator[Stack]:
     """Everything started and answering; every process stopped on the way out."""
     logs = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
-    ports = {"upstream": free_port(), "floor": free_port(), "gateway": free_port()}
+    ports = {name: free_port() for name in ("upstream", "floor", "gateway", "workers")}
     redis = RedisServer()
     redis.start()
     processes: list[Process] = []
@@ -72,20 +73,22 @@ async def running_stack() -> AsyncIterator[Stack]:
         )
         processes.append(floor)
         # Run from an empty directory so that no .env is read; the access log stays at INFO.
-        gw = gateway(
-            ports["gateway"],
-            logs / "gateway.log",
-            OPENAI_BASE_URL=f"http://127.0.0.1:{ports['upstream']}/v1",
-            API_KEY="sk-bench",
-            ROUTE="api",
-            REDIS_URL=redis.url,
+        settings = {
+            "OPENAI_BASE_URL": f"http://127.0.0.1:{ports['upstream']}/v1",
+            "API_KEY": "sk-bench",
+            "ROUTE": "api",
+            "REDIS_URL": redis.url,
             **LIMITS,
-        )
+        }
+        gw = gateway(ports["gateway"], logs / "gateway.log", **settings)
         processes.append(gw)
-        stack = Stack(upstream, floor, gw, redis, ports, logs)
+        workers = gateway(ports["workers"], logs / "workers.log", WORKERS="2", **settings)
+        processes.append(workers)
+        stack = Stack(upstream, floor, gw, workers, redis, ports, logs)
         await wait_until_serving(stack.url("upstream") + "/v1/models", upstream)
         await wait_until_serving(stack.url("floor") + "/v1/models", floor)
         await wait_until_serving(stack.url("gateway") + "/healthz", gw)
+        await wait_until_serving(stack.url("workers") + "/healthz", workers)
         yield stack
     finally:
         for process in reversed(processes):

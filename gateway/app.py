@@ -86,7 +86,6 @@ async def upstream_ctx(app: web.Application) -> AsyncIterator[None]:
     upstream = Upstream(settings, session)
     app[UPSTREAM_KEY] = upstream
     yield
-    await upstream.close()
     await session.close()
 
 

@@ -125,6 +125,7 @@ class Settings:
     log_level_libraries: str = "WARNING"
     openai_routes: tuple[str, ...] = OPENAI_FAMILIES
     shutdown_grace: float = 30.0
+    workers: int = 1
     limits: tuple[Limit, ...] = field(init=False)
     budgets: tuple[Limit, ...] = field(init=False)
     playground: bool = True
@@ -390,6 +391,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         log_level_libraries=_get(env, "LOG_LEVEL_LIBRARIES", _log_level, "WARNING"),
         openai_routes=_get(env, "OPENAI_ROUTES", _families, OPENAI_FAMILIES),
         shutdown_grace=_get(env, "SHUTDOWN_GRACE", _seconds(zero=True), 30.0),
+        workers=_get(env, "WORKERS", _whole(1, 64), 1),
         playground=_get(env, "PLAYGROUND", _flag, True),
         gateway_keys=_keyring(env),
         body_timeout=_get(env, "BODY_TIMEOUT", _seconds(), 30.0),
@@ -416,6 +418,11 @@ def load_settings(env: Mapping[str, str]) -> Settings:
                 f"TOKENS_PER_{name}={budget} is below "
                 f"DEFAULT_RESERVE_TOKENS={settings.default_reserve_tokens}"
             )
+    if settings.workers > 1 and not settings.redis_url:
+        raise ConfigError(
+            f"WORKERS={settings.workers} needs REDIS_URL: without it each worker would count "
+            "its clients' requests alone"
+        )
     if settings.playground and (settings.route + "/").startswith("/playground/"):
         raise ConfigError(f"ROUTE={env['ROUTE']!r} is the playground's path (or set PLAYGROUND=0)")
     return settings

@@ -1,11 +1,10 @@
-"""Server-sent events: writing them, cutting a stream into them, and heartbeats while waiting."""
+"""Server-sent events: writing them, and heartbeats while waiting (upstream/events.py cuts them)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
-import re
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
@@ -15,9 +14,6 @@ from multidict import CIMultiDict
 T = TypeVar("T")
 
 log = logging.getLogger(__name__)
-
-# An event ends with a blank line; the spec allows all three line endings.
-_EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
 
 SSE_HEADERS = CIMultiDict(
     {
@@ -93,48 +89,3 @@ class Heartbeat:
                 await asyncio.wait({task})
             if not task.cancelled():
                 task.exception()
-
-
-# Far above any real event (a chunk of a few tokens); an upstream that sends more is broken.
-MAX_EVENT_BYTES = 1024 * 1024
-
-
-class EventTooLarge(Exception):
-    """The upstream sent more than MAX_EVENT_BYTES without ending an event."""
-
-
-class EventSplitter:
-    """Cuts a byte stream into whole SSE events, each kept byte for byte with its blank line.
-
-    Each byte is searched about once: a new chunk is searched from just before where the last
-    search ended (an event's end may straddle two chunks), never from the start of the buffer.
-    """
-
-    def __init__(self, limit: int = MAX_EVENT_BYTES) -> None:
-        self.buffer = bytearray()
-        self.searched = 0
-        self.limit = limit
-
-    @property
-    def rest(self) -> bytes:
-        return bytes(self.buffer)
-
-    def feed(self, chunk: bytes) -> list[bytes]:
-        self.buffer += chunk
-        events = []
-        start = 0
-        # The longest end, \r\n\r\n, is 4 bytes: 3 of them may precede the new chunk.
-        for match in _EVENT_END.finditer(self.buffer, max(0, self.searched - 3)):
-            events.append(bytes(self.buffer[start : match.end()]))
-            start = match.end()
-        del self.buffer[:start]
-        self.searched = len(self.buffer)
-        if self.searched > self.limit:
-            raise EventTooLarge()
-        return events
-
-
-def event_data(event: bytes) -> bytes:
-    lines = event.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
-    data = [line[5:].removeprefix(b" ") for line in lines if line.startswith(b"data:")]
-    return b"\n".join(data)

@@ -59,13 +59,13 @@ def _observe(
     metrics = request.app.get(METRICS_KEY)
     if metrics is None:
         return
-    metrics.requests.labels(route, request.method, str(status)).inc()
+    metrics.count_request(route, request.method, status)
     if KEY_NAME_KEY in request:
         metrics.key_requests.labels(request[KEY_NAME_KEY], str(status)).inc()
     decision = admission.decision if admission is not None else None
     if decision is not None:
         window = "none" if decision.allowed else (decision.window or "unknown")
-        metrics.limiter_decisions.labels(window, "allowed" if decision.allowed else "limited").inc()
+        metrics.count_decision(window, "allowed" if decision.allowed else "limited")
     if admission is not None and admission.seconds is not None:
         metrics.limiter_seconds.observe(admission.seconds)
     first_byte, total = exchange.seconds_to_first_byte(), exchange.seconds()
@@ -81,6 +81,19 @@ def _record(request: web.Request, exchange: Exchange, status: int, elapsed: floa
     route = _route(request)
     admission = request.get(ADMISSION_KEY)
     _observe(request, route, status, admission, exchange)
+    if exchange.failure is not None:
+        # The one line that says where a call failed, whatever the route made of it.
+        upstream_log.warning(
+            "upstream %s failed %s %s: %s",
+            exchange.host,
+            request.method,
+            route,
+            exchange.failure,
+            extra={"request_id": request_id(request)},
+        )
+    level = logging.DEBUG if request.path in QUIET_PATHS and status < 500 else logging.INFO
+    if not log.isEnabledFor(level):
+        return
     decision = admission.decision if admission is not None else None
     fields: dict[str, object] = {
         "request_id": request_id(request),
@@ -105,17 +118,6 @@ def _record(request: web.Request, exchange: Exchange, status: int, elapsed: floa
     if exchange.usage is not None:
         fields["prompt_tokens"] = exchange.usage.prompt
         fields["completion_tokens"] = exchange.usage.completion
-    if exchange.failure is not None:
-        # The one line that says where a call failed, whatever the route made of it.
-        upstream_log.warning(
-            "upstream %s failed %s %s: %s",
-            exchange.host,
-            request.method,
-            route,
-            exchange.failure,
-            extra={"request_id": fields["request_id"]},
-        )
-    level = logging.DEBUG if request.path in QUIET_PATHS and status < 500 else logging.INFO
     # The path, never the query string: a client may put a key there. Quoted, so that it is
     # one word without spaces or control bytes whatever the client sent.
     path = quote(request.path, safe=_PATH_SAFE)

@@ -15,13 +15,19 @@ _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
 
 class JsonFormatter(logging.Formatter):
+    def __init__(self, *, pid: bool = False) -> None:
+        super().__init__()
+        self.pid = pid  # with WORKERS above 1, each line says which worker wrote it
+
     def format(self, record: logging.LogRecord) -> str:
-        line = {
+        line: dict[str, object] = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
         }
+        if self.pid:
+            line["pid"] = record.process
         line.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
         if record.exc_info:
             line["traceback"] = self.formatException(record.exc_info)
@@ -77,11 +83,19 @@ def _indented(text: str) -> str:
 
 
 def setup_logging(settings: Settings) -> logging.Logger:
+    # What our formats never print, each record would otherwise look up: the caller's frame,
+    # the thread, the process name, and (but for WORKERS above 1) the pid.
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logMultiprocessing = False
+    logging.logProcesses = settings.workers > 1
     handler = logging.StreamHandler(sys.stderr)
+    workers = settings.workers > 1
     if settings.log_format == "json":
-        handler.setFormatter(JsonFormatter())
+        handler.setFormatter(JsonFormatter(pid=workers))
     else:
-        handler.setFormatter(TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        pid = "[%(process)d]" if workers else ""
+        handler.setFormatter(TextFormatter(f"%(asctime)s %(levelname)s %(name)s{pid}: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
@@ -59,6 +61,22 @@ class Metrics:
             states=list(LIMITER_STATES),
             registry=self.registry,
         )
+        # Each request counts in two labelled series; finding a series is dearer than counting.
+        self._series: dict[tuple[str, ...], Any] = {}
+
+    def count_request(self, route: str, method: str, status: int) -> None:
+        key = ("requests", route, method, str(status))
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = self.requests.labels(*key[1:])
+        series.inc()
+
+    def count_decision(self, window: str, decision: str) -> None:
+        key = ("decisions", window, decision)
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = self.limiter_decisions.labels(*key[1:])
+        series.inc()
 
     def _histogram(self, name: str, text: str, buckets: tuple[float, ...]) -> Histogram:
         return Histogram(name, text, buckets=buckets, registry=self.registry)

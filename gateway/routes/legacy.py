@@ -20,7 +20,7 @@ from gateway.http.render import dumps, fail_stream
 from gateway.http.sse import SSE_HEADERS, sse_event
 from gateway.keys import ADMISSION_KEY, EXCHANGE_KEY, SETTINGS_KEY, UPSTREAM_KEY
 from gateway.limits.budget import Meter, prompt_estimate
-from gateway.upstream.client import Delta
+from gateway.upstream.chat import ChatRequest, Delta
 
 Role = Literal["system", "user", "assistant"]
 ROLES: tuple[Role, ...] = ("system", "user", "assistant")
@@ -172,53 +172,57 @@ async def legacy_post(request: web.Request) -> web.StreamResponse:
         # The prompt as the upstream will receive it, for the worst case the budget reserves.
         size = len(json.dumps(sent, ensure_ascii=False).encode())
         meter = await admission.reserve(size, prompt_estimate(size) + call.max_tokens)
-    deltas = request.app[UPSTREAM_KEY].stream_chat(
-        api_key=key,
-        model=call.model,
-        messages=cast(list[ChatCompletionMessageParam], sent),
-        max_tokens=call.max_tokens,
-        exchange=request[EXCHANGE_KEY],
+    asked = ChatRequest(
+        call.model,
+        cast(list[ChatCompletionMessageParam], sent),
+        call.max_tokens,
         include_usage=meter is not None,
     )
+    upstream = request.app[UPSTREAM_KEY]
+    chunks = upstream.chat_chunks(asked, api_key=key, exchange=request[EXCHANGE_KEY])
     if meter is not None:
-        deltas = _metered(deltas, meter, admission.settle)
-    async with aclosing(deltas):
+        chunks = _metered(chunks, meter, admission.settle)
+    async with aclosing(chunks):
         if call.stream:
-            return await _relay(request, deltas, messages)
-        answer = "".join([delta.text async for delta in deltas])
+            return await _relay(request, chunks, messages)
+        answer = "".join([delta.text async for deltas in chunks for delta in deltas])
     return web.json_response(success_envelope(messages, answer), dumps=dumps)
 
 
 async def _metered(
-    deltas: AsyncGenerator[Delta, None], meter: Meter, settle: Callable[[], Awaitable[None]]
-) -> AsyncGenerator[Delta, None]:
+    chunks: AsyncGenerator[list[Delta], None], meter: Meter, settle: Callable[[], Awaitable[None]]
+) -> AsyncGenerator[list[Delta], None]:
     """The deltas, counted as they pass, and settled as soon as they end (before the route's
     last event, so the client's next call finds the charge settled)."""
-    async with aclosing(deltas):
-        async for delta in deltas:
+    async with aclosing(chunks):
+        async for deltas in chunks:
             meter.answered = True
-            if delta.usage is not None:
-                meter.usage = delta.usage
-            elif delta.text:
-                meter.produced += 1
-            yield delta
+            for delta in deltas:
+                if delta.usage is not None:
+                    meter.usage = delta.usage
+                elif delta.text:
+                    meter.produced += 1
+            yield deltas
     await settle()
 
 
 async def _relay(
-    request: web.Request, deltas: AsyncIterator[Delta], messages: list[Message]
+    request: web.Request, chunks: AsyncIterator[list[Delta]], messages: list[Message]
 ) -> web.StreamResponse:
-    """Send each delta as it arrives, then the whole envelope; a late failure is an error event."""
+    """Send the deltas as they arrive, then the whole envelope; a late failure is an error event.
+
+    The deltas that arrived together leave in one write. Headers wait for the first text, so a
+    fault before it is still a plain error."""
     response = web.StreamResponse(headers=SSE_HEADERS)
     parts: list[str] = []
     try:
-        async for delta in deltas:
-            if delta.text:
-                # Headers wait for the first text: a fault before it is still a plain error.
+        async for deltas in chunks:
+            texts = [delta.text for delta in deltas if delta.text]
+            if texts:
                 if not response.prepared:
                     await response.prepare(request)
-                parts.append(delta.text)
-                await response.write(sse_event({"delta": delta.text}, event="delta"))
+                parts += texts
+                await response.write(b"".join(_delta_event(text) for text in texts))
     except ConnectionResetError:
         raise
     except Exception as exc:
@@ -232,6 +236,9 @@ async def _relay(
     if not response.prepared:
         await response.prepare(request)
     envelope = success_envelope(messages, "".join(parts))
-    await response.write(sse_event(envelope, event="done"))
-    await response.write_eof()
+    await response.write_eof(sse_event(envelope, event="done"))
     return response
+
+
+def _delta_event(text: str) -> bytes:
+    return sse_event({"delta": text}, event="delta")

@@ -24,21 +24,12 @@ from gateway.http.auth import bearer, upstream_key
 from gateway.http.body import parse_json_object, read_body
 from gateway.http.caps import check_call, model_allowed
 from gateway.http.render import dumps, fail_stream, openai_error
-from gateway.http.sse import (
-    SSE_HEADERS,
-    ClientGone,
-    EventSplitter,
-    EventTooLarge,
-    Heartbeat,
-    end_with,
-    event_data,
-    send,
-    sse_event,
-)
+from gateway.http.sse import SSE_HEADERS, ClientGone, Heartbeat, end_with, send, sse_event
 from gateway.keys import ADMISSION_KEY, EXCHANGE_KEY, SETTINGS_KEY, UPSTREAM_KEY
 from gateway.limits.admission import Admission
 from gateway.limits.budget import with_usage, worst_case
 from gateway.upstream.client import map_status
+from gateway.upstream.events import EventSplitter, EventTooLarge, event_data
 from gateway.upstream.exchange import Exchange, body_usage
 from gateway.upstream.redact import scrub_error
 
@@ -192,6 +183,15 @@ async def _read(opened: aiohttp.ClientResponse, exchange: Exchange) -> bytes:
         raise UpstreamUnavailable("upstream_stream_broken") from exc
 
 
+def _buffered(opened: aiohttp.ClientResponse, exchange: Exchange) -> bytes:
+    """What already arrived, often the first events with the headers: no waiting, no heartbeat."""
+    try:
+        return opened.content.read_nowait()
+    except aiohttp.ClientPayloadError as exc:
+        exchange.failed("reset mid-stream")
+        raise UpstreamUnavailable("upstream_stream_broken") from exc
+
+
 async def _relay_stream(
     request: web.Request,
     response: web.StreamResponse,
@@ -211,25 +211,31 @@ async def _relay_stream(
     splitter = EventSplitter()
     ended = False
     exchange = request[EXCHANGE_KEY]
-    chunk = await beat.wait(_read(opened, exchange))
+    chunk = _buffered(opened, exchange) or await beat.wait(_read(opened, exchange))
     while chunk:
         try:
             events = splitter.feed(chunk)
         except EventTooLarge as exc:
+            exchange.failed("oversized event")
             raise UpstreamUnavailable("upstream_stream_broken") from exc
-        for event in events:
-            last = _ends_stream(event)
-            ended = ended or last
-            shown = meter is None or meter.observe_event(event_data(event))
-            if meter is not None and meter.usage is not None:
-                request[EXCHANGE_KEY].usage = meter.usage
-            if last and admission is not None:
+        if meter is not None:
+            events = [event for event in events if meter.observe_event(event_data(event))]
+            if meter.usage is not None:
+                exchange.usage = meter.usage
+        for index, event in enumerate(events):
+            if not _ends_stream(event):
+                continue
+            if not ended and admission is not None:
                 # Charged before the client sees the end, so its next call finds it settled.
                 await admission.settle()
-            if last and not event_data(event).startswith(b"[DONE]"):
-                event = sse_event(_upstream_error(request, 502, event_data(event)))
-            if shown:
-                await send(response, request, event)
+            ended = True
+            data = event_data(event)
+            if _openai_shaped(data) is not None:
+                # The upstream's own error event, reshaped and masked like its error bodies.
+                events[index] = sse_event(_upstream_error(request, 502, data))
+        # The whole events of one upstream chunk leave in one write.
+        if events:
+            await send(response, request, b"".join(events))
         chunk = await _read(opened, exchange)
     if not ended:
         exchange.failed("stream ended early")

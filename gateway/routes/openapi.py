@@ -91,12 +91,22 @@ def document(settings: Settings) -> dict[str, Any]:
     """The document for these settings (the legacy route's path is ROUTE)."""
     relay = {
         path: {"post": {**_operation(summary, _OPENAI_ERROR, _OPENAI_BODY), "parameters": _QUERY}}
-        for path, summary in (
-            ("/v1/chat/completions", "OpenAI chat completions, relayed (JSON or SSE)"),
-            ("/v1/completions", "OpenAI completions, relayed (JSON or SSE)"),
-            ("/v1/embeddings", "OpenAI embeddings, relayed"),
+        for family, path, summary in (
+            ("chat", "/v1/chat/completions", "OpenAI chat completions, relayed (JSON or SSE)"),
+            ("completions", "/v1/completions", "OpenAI completions, relayed (JSON or SSE)"),
+            ("embeddings", "/v1/embeddings", "OpenAI embeddings, relayed"),
+            ("responses", "/v1/responses", "OpenAI responses, relayed (JSON or SSE)"),
+            ("moderations", "/v1/moderations", "OpenAI moderations, relayed"),
+            ("images", "/v1/images/generations", "OpenAI image generations, relayed"),
+            ("audio", "/v1/audio/speech", "OpenAI speech, relayed as its bytes come"),
         )
+        if family in settings.openai_routes
     }
+    if "audio" in settings.openai_routes:
+        upload = _operation("OpenAI transcriptions, the multipart form relayed", _OPENAI_ERROR)
+        form = {"multipart/form-data": {"schema": {"type": "object"}}}
+        upload["requestBody"] = {"required": True, "content": form}
+        relay["/v1/audio/transcriptions"] = {"post": {**upload, "parameters": _QUERY}}
     pattern = {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,256}$"}
     model = {"name": "model", "in": "path", "required": True, "schema": pattern}
     one_model = {**_operation("One model, relayed", _OPENAI_ERROR), "parameters": [model, *_QUERY]}
@@ -107,15 +117,14 @@ def document(settings: Settings) -> dict[str, Any]:
             "get": _operation("Always 403, as in the original", _LEGACY_ERROR),
         },
         **relay,
-        "/v1/models": {
-            "get": {**_operation("Models, relayed", _OPENAI_ERROR), "parameters": _QUERY}
-        },
-        "/v1/models/{model}": {"get": one_model},
         "/healthz": {"get": {**ops, "summary": "Liveness"}},
         "/readyz": {"get": {**ops, "summary": "Readiness (OPS_ALLOW or OPS_TOKEN)"}},
         "/metrics": {"get": {**ops, "summary": "Prometheus metrics (OPS_ALLOW or OPS_TOKEN)"}},
         "/openapi.json": {"get": {**ops, "summary": "This document"}},
     }
+    if "models" in settings.openai_routes:
+        models = {"get": {**_operation("Models, relayed", _OPENAI_ERROR), "parameters": _QUERY}}
+        paths |= {"/v1/models": models, "/v1/models/{model}": {"get": one_model}}
     return {
         "openapi": "3.1.0",
         "info": {"title": "ChatGPT API gateway", "version": "1"},

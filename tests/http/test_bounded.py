@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.app import LINGER_SECONDS
-from gateway.http.sse import EventSplitter, EventTooLarge
+from gateway.upstream.events import EventSplitter, EventTooLarge
 from tests.support.fake_upstream import FakeUpstream
 
 HEAD = (

@@ -10,8 +10,9 @@ from types import SimpleNamespace
 import pytest
 from aiohttp.test_utils import make_mocked_request
 
-from gateway.http.sse import HEARTBEAT, EventSplitter, event_data
+from gateway.http.sse import HEARTBEAT
 from gateway.keys import POLICIES_KEY
+from gateway.upstream.events import EventSplitter, event_data
 from tests.support.fake_upstream import FakeUpstream
 
 CHAT = "/v1/chat/completions"

@@ -144,6 +144,12 @@ def test_zero_or_empty_limit_means_none(value):
             {"LOG_LEVEL_LIBRARIES": "LOUD"},
             "LOG_LEVEL_LIBRARIES='LOUD' is not valid (expected DEBUG, INFO, WARNING or ERROR)",
         ),
+        ({"WORKERS": "0"}, "WORKERS='0' is not valid (expected a whole number from 1 to 64)"),
+        (
+            {"WORKERS": "2"},
+            "WORKERS=2 needs REDIS_URL: without it each worker would count its clients' "
+            "requests alone",
+        ),
     ],
 )
 def test_bad_value_names_variable_and_value(env, message):

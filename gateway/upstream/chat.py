@@ -1,0 +1,96 @@
+"""A streamed chat completion read as bytes: the request's body, and each event's delta."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from openai.types.chat import ChatCompletionMessageParam
+
+from gateway.errors import UpstreamUnavailable
+from gateway.upstream.events import EventSplitter, event_data
+from gateway.upstream.exchange import Usage, parse_usage
+
+
+@dataclass(frozen=True)
+class Delta:
+    """One piece of a streamed answer; usage arrives on the last chunk only when asked for."""
+
+    text: str
+    usage: Usage | None = None
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """A streamed chat completion to ask for; with include_usage, the last chunk says the usage."""
+
+    model: str
+    messages: Sequence[ChatCompletionMessageParam]
+    max_tokens: int
+    include_usage: bool = False
+
+    def body(self) -> bytes:
+        call: dict[str, Any] = {
+            "model": self.model,
+            "messages": self.messages,
+            "max_tokens": self.max_tokens,
+            "stream": True,
+        }
+        if self.include_usage:
+            call["stream_options"] = {"include_usage": True}
+        return json.dumps(call, ensure_ascii=False).encode()
+
+
+def _broken() -> UpstreamUnavailable:
+    return UpstreamUnavailable("upstream_stream_broken")
+
+
+class ChatStream:
+    """Turns the bytes of a chat completion stream into deltas, as the upstream sends them.
+
+    An error event, or data that is not a JSON chunk, means the answer broke. `finished` tells
+    whether a choice said why it stopped; a stream without it was cut short.
+    """
+
+    def __init__(self) -> None:
+        self.splitter = EventSplitter()
+        self.finished = False
+        self.done = False
+        self.usage: Usage | None = None
+
+    def feed(self, chunk: bytes) -> list[Delta]:
+        deltas: list[Delta] = []
+        for event in self.splitter.feed(chunk):
+            data = event_data(event)
+            if self.done or not data:
+                continue
+            if data.startswith(b"[DONE]"):
+                self.done = True
+                continue
+            self._read(data, deltas)
+        return deltas
+
+    def _read(self, data: bytes, deltas: list[Delta]) -> None:
+        try:
+            chunk = json.loads(data)
+        except (ValueError, RecursionError):
+            raise _broken() from None
+        if not isinstance(chunk, dict) or chunk.get("error"):
+            raise _broken()
+        if chunk.get("usage") is not None:
+            self.usage = parse_usage(chunk["usage"])
+            if self.usage is None:
+                raise _broken()
+            deltas.append(Delta("", self.usage))
+        choices = chunk.get("choices")
+        if not isinstance(choices, list) or not choices:
+            return
+        choice = choices[0]
+        if not isinstance(choice, dict):
+            raise _broken()
+        self.finished = self.finished or choice.get("finish_reason") is not None
+        delta = choice.get("delta")
+        content = delta.get("content") if isinstance(delta, dict) else None
+        deltas.append(Delta(content if isinstance(content, str) else ""))
