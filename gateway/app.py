@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from functools import partial
+from typing import TYPE_CHECKING
 
 import aiohttp
 from aiohttp import web
@@ -28,12 +30,16 @@ from gateway.limits.limiter import Clock, Limiter
 from gateway.limits.redis_link import RedisClient, connect_redis
 from gateway.observe.access import access_middleware, on_response_prepare
 from gateway.observe.metrics import Metrics
+from gateway.observe.tracing import build_tracer_provider, tracing_middleware
 from gateway.routes.legacy import legacy_get, legacy_post
 from gateway.routes.openai import relay_models, relay_post, relay_upload
 from gateway.routes.openapi import openapi
 from gateway.routes.ops import healthz, metrics, readyz
 from gateway.routes.playground import playground_routes
 from gateway.upstream.client import Upstream, client_timeout
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
 
 LEGACY = Policy(limited=True, envelope="legacy", guarded=True)
 LEGACY_METERED = Policy(limited=True, metered=True, envelope="legacy", guarded=True)
@@ -89,6 +95,12 @@ async def upstream_ctx(app: web.Application) -> AsyncIterator[None]:
     await session.close()
 
 
+async def tracing_ctx(app: web.Application, *, provider: TracerProvider) -> AsyncIterator[None]:
+    """The spans still batched are sent when the app stops."""
+    yield
+    await asyncio.to_thread(provider.shutdown)
+
+
 async def limiter_ctx(
     app: web.Application, *, redis: RedisClient | None = None, clock: Clock | None = None
 ) -> AsyncIterator[None]:
@@ -113,13 +125,20 @@ def create_app(
     translator: Translator | None = None,
     redis: RedisClient | None = None,
     clock: Clock | None = None,
+    tracer_provider: TracerProvider | None = None,
 ) -> web.Application:
     """The gateway. `redis` is a client to use instead of one built from REDIS_URL (the app
-    leaves it open); `clock` replaces the limiter's clocks, for tests."""
+    leaves it open); `clock` replaces the limiter's clocks, and `tracer_provider` the one built
+    from OTEL_EXPORTER_OTLP_ENDPOINT, for tests."""
     drain = Drain(settings.shutdown_grace)
+    owned = None if tracer_provider is not None else build_tracer_provider(settings)
+    provider = tracer_provider or owned
+    # Without tracing there is no tracing layer at all: nothing to pay per request.
+    tracing = [tracing_middleware(provider)] if provider is not None else []
     app = web.Application(
         middlewares=[
             access_middleware,
+            *tracing,
             drain.middleware,
             error_middleware,
             cors_middleware,
@@ -142,6 +161,8 @@ def create_app(
     app.on_response_prepare.append(add_cors_headers)
     app.cleanup_ctx.append(partial(limiter_ctx, redis=redis, clock=clock))
     app.cleanup_ctx.append(upstream_ctx)
+    if owned is not None:
+        app.cleanup_ctx.append(partial(tracing_ctx, provider=owned))
     add_routes(app, settings)
     install_error_pages(app)
     return app

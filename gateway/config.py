@@ -139,6 +139,8 @@ class Settings:
     ops_allow: tuple[Network, ...] = ()
     ops_token: Secret | None = None
     cors_origins: tuple[str, ...] = ()
+    otel_endpoint: str | None = None
+    otel_service_name: str = "chatgpt-gateway"
 
     def __post_init__(self) -> None:
         windows = (
@@ -348,6 +350,17 @@ def environment(folder: Path | None = None) -> dict[str, str]:
     return {k: v for k, v in found.items() if v is not None} | dict(os.environ)
 
 
+def _otel_endpoint(env: Mapping[str, str]) -> str | None:
+    """Where traces go: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT as it is, else
+    OTEL_EXPORTER_OTLP_ENDPOINT with /v1/traces appended, as OpenTelemetry's own SDKs read them;
+    None turns tracing off."""
+    traces = _get(env, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", _base_url, None)
+    if traces is not None:
+        return traces
+    base = _get(env, "OTEL_EXPORTER_OTLP_ENDPOINT", _base_url, None)
+    return None if base is None else base + "/v1/traces"
+
+
 def load_settings(env: Mapping[str, str]) -> Settings:
     """Parse every setting; the first bad one raises ConfigError naming it and its value."""
     api_key = _text(env, "API_KEY")
@@ -403,6 +416,8 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         ops_allow=_get(env, "OPS_ALLOW", _networks, _networks(OPS_NETWORKS)),
         ops_token=_get(env, "OPS_TOKEN", Secret, None),
         cors_origins=_get(env, "CORS_ORIGINS", _origins, ()),
+        otel_endpoint=_otel_endpoint(env),
+        otel_service_name=_get(env, "OTEL_SERVICE_NAME", str, "chatgpt-gateway"),
     )
     if settings.allowed_models and settings.default_model not in settings.allowed_models:
         raise ConfigError(f"DEFAULT_MODEL={settings.default_model!r} is not in ALLOWED_MODELS")

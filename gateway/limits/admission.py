@@ -41,6 +41,7 @@ class Admission:
         self.bucket = bucket
         self.budgets = budgets
         self.decision: Decision | None = None
+        self.started: float | None = None  # when the decision was asked (time.perf_counter)
         self.seconds: float | None = None  # how long the limiter took to decide
         self.meter: Meter | None = None
         self._reservation: Reservation | None = None
@@ -51,7 +52,7 @@ class Admission:
 
     async def admit(self, tokens: int | None = None) -> Decision:
         """The one limiter decision for this request; a refusal raises the 429."""
-        started = time.perf_counter()
+        started = self.started = time.perf_counter()
         try:
             decision = await self.limiter.hit(self.bucket, tokens=tokens)
         finally:

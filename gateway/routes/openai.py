@@ -222,6 +222,11 @@ async def _relay_stream(
             events = [event for event in events if meter.observe_event(event_data(event))]
             if meter.usage is not None:
                 exchange.usage = meter.usage
+        else:
+            # Unmetered, only the chunk that carries the usage is parsed, for the log and trace.
+            for event in events:
+                if b'"prompt_tokens"' in event:
+                    exchange.usage = body_usage(event_data(event)) or exchange.usage
         for index, event in enumerate(events):
             if not _ends_stream(event):
                 continue
@@ -270,6 +275,8 @@ async def relay_post(request: web.Request) -> web.StreamResponse:
     raw = await read_body(request)
     call = parse_json_object(request, raw)
     check_call(request.app[SETTINGS_KEY], call)
+    if isinstance(call.get("model"), str):
+        request[EXCHANGE_KEY].model = call["model"]
     path = request.path.removeprefix("/v1/")
     stream = call.get("stream") is True
     admission = request[ADMISSION_KEY]

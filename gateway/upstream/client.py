@@ -116,7 +116,8 @@ class Upstream:
     ) -> AsyncGenerator[list[Delta], None]:
         """stream_chat's deltas, as many at a time as each piece the upstream sent holds."""
         body = call.body()
-        headers = {**_CHAT_HEADERS, "Authorization": f"Bearer {api_key}"}
+        headers = {**_CHAT_HEADERS, **exchange.headers, "Authorization": f"Bearer {api_key}"}
+        exchange.model = call.model
         reader = ChatStream()
         exchange.start()
         exchange.host = self.host
@@ -171,7 +172,7 @@ class Upstream:
         exchange: Exchange,
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         """Send a raw request to OPENAI_BASE_URL/path and hold its response open."""
-        send = {**headers, "Authorization": f"Bearer {api_key}"}
+        send = {**headers, **exchange.headers, "Authorization": f"Bearer {api_key}"}
         exchange.start()
         exchange.host = self.host
         try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 
@@ -48,6 +48,9 @@ class Exchange:
     finished: float | None = None
     usage: Usage | None = None
     host: str | None = None  # the upstream's host:port
+    model: str | None = None  # the model the call asked for, when the route knows it
+    # Headers the call carries upstream besides its own (a trace's traceparent)
+    headers: dict[str, str] = field(default_factory=dict)
     failure: str | None = None  # why the upstream failed the call: refused, timed out, status 500
 
     def failed(self, cause: str) -> None:
