@@ -10,7 +10,6 @@ from tests.support.processes import ROOT
 
 DOCS = ROOT / "docs"
 # Written by other developers on their branches; linked from the README ahead of them.
-PENDING = {"docs/architecture.md", "docs/security.md", "docs/performance.md"}
 
 
 def settings_read() -> set[str]:
@@ -76,7 +75,7 @@ def test_readme_links_only_to_docs_that_exist():
     local = [link for link in links if not re.match(r"\w+://", link)]
     assert {"docs/configuration.md", "docs/architecture.md"} <= set(local)
     for link in local:
-        assert (ROOT / link).is_file() or link in PENDING, link
+        assert (ROOT / link).is_file(), link
 
 
 def test_links_between_the_docs_resolve():
@@ -86,5 +85,4 @@ def test_links_between_the_docs_resolve():
             if re.match(r"\w+://", link):
                 continue
             target = (page.parent / link).resolve()
-            pending = target.relative_to(ROOT).as_posix() in PENDING
-            assert target.exists() or pending, f"{page.relative_to(ROOT)} links to {link}"
+            assert target.exists(), f"{page.relative_to(ROOT)} links to {link}"
