@@ -8,28 +8,12 @@ import yaml
 
 from gateway.config import load_settings
 from tests.support.processes import ROOT
+from tests.support.settings import settings_read
 
 COMPOSE = ROOT / "docker-compose.yml"
 COMPOSE_SECTION = "# --- Docker Compose only"
 # ${NAME}, ${NAME:-default}, ${NAME-default}, ${NAME:?error} and bare $NAME; $$ escapes a dollar.
 INTERPOLATION = re.compile(r"(?<!\$)\$(?:\{([A-Za-z_]\w*)|([A-Za-z_]\w*))")
-
-
-def settings_read() -> set[str]:
-    """Every name load_settings asks an empty environment for."""
-    asked: set[str] = set()
-
-    class Recording(dict[str, str]):
-        def get(self, name, default=None):
-            asked.add(name)
-            return default
-
-        def __contains__(self, name):
-            asked.add(str(name))
-            return False
-
-    load_settings(Recording())
-    return asked
 
 
 def compose() -> dict:

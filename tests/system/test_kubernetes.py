@@ -14,29 +14,13 @@ import yaml
 from gateway.app import create_app
 from gateway.config import load_settings
 from tests.support.processes import ROOT
+from tests.support.settings import settings_read
 
 K8S = ROOT / "deploy" / "kubernetes"
 OVERLAYS = sorted(p.parent for p in (K8S / "overlays").glob("*/kustomization.yaml"))
 SECRET_TEMPLATE = K8S / "secret.example.yaml"
 
 Doc = dict[str, Any]
-
-
-def settings_read() -> set[str]:
-    """Every name load_settings asks an empty environment for."""
-    asked: set[str] = set()
-
-    class Recording(dict[str, str]):
-        def get(self, name, default=None):
-            asked.add(name)
-            return default
-
-        def __contains__(self, name):
-            asked.add(str(name))
-            return False
-
-    load_settings(Recording())
-    return asked
 
 
 def documents(path: Path) -> list[Doc]:

@@ -111,13 +111,15 @@ async def exactly_the_limit(replicas: Replicas) -> None:
 
 
 @pytest.mark.parametrize("mode", ["local", "open", "closed"])
-async def test_three_replicas_on_one_redis_admit_exactly_the_limit(tmp_path, mode):
+@pytest.mark.parametrize(("topology", "count"), [("redis", 3), ("cluster", 2)])
+async def test_replicas_admit_exactly_the_limit(tmp_path, topology, count, mode):
+    """3 replicas on one Redis, or 2 on a three-master Cluster."""
     require("redis-server")
-    server = RedisServer()
+    server = RedisServer() if topology == "redis" else RedisCluster(tmp_path)
     server.start()
     replicas = Replicas(
         tmp_path,
-        3,
+        count,
         REDIS_URL=server.url,
         REDIS_FAILURE_MODE=mode,
         KEY_PREFIX=f"p-{uuid.uuid4().hex[:8]}",
@@ -130,28 +132,6 @@ async def test_three_replicas_on_one_redis_admit_exactly_the_limit(tmp_path, mod
     finally:
         replicas.close()
         server.stop()
-
-
-@pytest.mark.parametrize("mode", ["local", "open", "closed"])
-async def test_two_replicas_on_a_redis_cluster_admit_exactly_the_limit(tmp_path, mode):
-    require("redis-server")
-    cluster = RedisCluster(tmp_path)
-    cluster.start()
-    replicas = Replicas(
-        tmp_path,
-        2,
-        REDIS_URL=cluster.url,
-        REDIS_FAILURE_MODE=mode,
-        KEY_PREFIX=f"p-{uuid.uuid4().hex[:8]}",
-        MINUTE_LIMIT=str(LIMIT),
-    )
-    try:
-        await replicas.serving()
-        await exactly_the_limit(replicas)
-        assert {source for _, _, source in replicas.decisions()} == {"redis"}
-    finally:
-        replicas.close()
-        cluster.stop()
 
 
 def most_in_any_window(times: list[float], seconds: float) -> int:

@@ -7,26 +7,10 @@ from collections import Counter
 
 from gateway.config import load_settings
 from tests.support.processes import ROOT
+from tests.support.settings import settings_read
 
 DOCS = ROOT / "docs"
 # Written by other developers on their branches; linked from the README ahead of them.
-
-
-def settings_read() -> set[str]:
-    """Every name load_settings asks an empty environment for."""
-    asked: set[str] = set()
-
-    class Recording(dict[str, str]):
-        def get(self, name, default=None):
-            asked.add(name)
-            return default
-
-        def __contains__(self, name):
-            asked.add(str(name))
-            return False
-
-    load_settings(Recording())
-    return asked
 
 
 def settings_table() -> list[list[str]]:
