@@ -41,6 +41,22 @@ def gone(pid: int) -> bool:
     return False
 
 
+async def until_listening(process: Process, count: int, deadline: float = 30.0) -> None:
+    """Until `count` workers have logged that they listen (each logs once its port is bound)."""
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + deadline
+    while True:
+        listening = {
+            line["pid"]
+            for line in log_lines(process)
+            if str(line["message"]).startswith("listening on ")
+        }
+        if len(listening) >= count:
+            return
+        assert loop.time() < give_up, f"{len(listening)} of {count} workers listening"
+        await asyncio.sleep(0.05)
+
+
 @pytest.fixture
 async def workers(aiohttp_server, redis_url, key_prefix, tmp_path):
     upstream = await aiohttp_server(
@@ -66,6 +82,8 @@ async def workers(aiohttp_server, redis_url, key_prefix, tmp_path):
     )
     try:
         await wait_until_serving(f"http://127.0.0.1:{port}/healthz", process)
+        # One worker may answer before the other has bound the port: wait for both.
+        await until_listening(process, 2)
         yield port, process
     finally:
         process.close()
