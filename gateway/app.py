@@ -36,6 +36,7 @@ from gateway.routes.openai import relay_models, relay_post, relay_upload
 from gateway.routes.openapi import openapi
 from gateway.routes.ops import healthz, metrics, readyz
 from gateway.routes.playground import playground_routes
+from gateway.routes.usage import usage
 from gateway.upstream.client import Upstream, client_timeout
 
 if TYPE_CHECKING:
@@ -46,6 +47,8 @@ LEGACY_METERED = Policy(limited=True, metered=True, envelope="legacy", guarded=T
 OPENAI = Policy(limited=True, envelope="openai", guarded=True)
 OPENAI_METERED = Policy(limited=True, metered=True, envelope="openai", guarded=True)
 OPS_PRIVATE = Policy(private=True)
+# The caller's own counts: behind its gateway key, but not itself a call.
+USAGE = Policy(envelope="openai", guarded=True)
 LINGER_SECONDS = 2.0
 
 # The /v1 routes, each with the family OPENAI_ROUTES turns on and off: (family, method, path,
@@ -71,6 +74,7 @@ def add_routes(app: web.Application, settings: Settings) -> None:
     for family, method, path, handler, policy in OPENAI_ROUTE_TABLE:
         if family in settings.openai_routes:
             routes.add(app, method, path, handler, policy)
+    routes.add(app, "GET", "/v1/usage", usage, USAGE)
     # What no route under /v1 takes still answers in OpenAI's shape (its 404 or 405).
     routes.unmatched("/v1", Policy(envelope="openai"))
     routes.add(app, "GET", "/healthz", healthz, OPS)

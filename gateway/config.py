@@ -8,13 +8,14 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 
 from gateway.i18n import language_from_env
 from gateway.keyring import Keyring, load_keyring
+from gateway.quota import Limit, request_limits, token_budgets
 
 T = TypeVar("T")
 
@@ -63,30 +64,6 @@ class Secret:
 
     def __hash__(self) -> int:
         return hash(self._value)
-
-
-MICRO = 1_000_000
-Unit = Literal["requests", "tokens"]
-_POLICY_NAMES = {"second": "1s", "minute": "1m", "hour": "1h", "day": "1d"}
-
-
-@dataclass(frozen=True)
-class Limit:
-    """So many requests (or tokens) in any rolling window of `seconds`."""
-
-    name: str  # second, minute, hour or day: the word used in headers, logs and messages
-    seconds: int
-    quantity: int
-    unit: Unit = "requests"
-
-    @property
-    def micros(self) -> int:
-        return self.seconds * MICRO
-
-    @property
-    def policy_name(self) -> str:
-        """The window's name in RateLimit headers: 1s, 1m, 1h, 1d."""
-        return _POLICY_NAMES[self.name]
 
 
 @dataclass(frozen=True)
@@ -143,18 +120,12 @@ class Settings:
     otel_service_name: str = "chatgpt-gateway"
 
     def __post_init__(self) -> None:
-        windows = (
-            Limit("second", 1, self.second_limit),
-            Limit("minute", 60, self.minute_limit),
-            Limit("hour", 3600, self.hour_limit),
-            Limit("day", 86400, self.day_limit),
+        limits = request_limits(
+            self.second_limit, self.minute_limit, self.hour_limit, self.day_limit
         )
-        object.__setattr__(self, "limits", tuple(w for w in windows if w.quantity > 0))
-        budgets = (
-            Limit("minute", 60, self.tokens_per_minute, "tokens"),
-            Limit("day", 86400, self.tokens_per_day, "tokens"),
-        )
-        object.__setattr__(self, "budgets", tuple(b for b in budgets if b.quantity > 0))
+        object.__setattr__(self, "limits", limits)
+        budgets = token_budgets(self.tokens_per_minute, self.tokens_per_day)
+        object.__setattr__(self, "budgets", budgets)
 
 
 def _text(env: Mapping[str, str], name: str) -> str | None:
@@ -433,6 +404,13 @@ def load_settings(env: Mapping[str, str]) -> Settings:
                 f"TOKENS_PER_{name}={budget} is below "
                 f"DEFAULT_RESERVE_TOKENS={settings.default_reserve_tokens}"
             )
+    for key in settings.gateway_keys.keys:
+        for held in key.budgets:
+            if held.quantity < settings.default_reserve_tokens:
+                raise ConfigError(
+                    f"the gateway key {key.name!r}: tokens_per_{held.name}={held.quantity} is "
+                    f"below DEFAULT_RESERVE_TOKENS={settings.default_reserve_tokens}"
+                )
     if settings.workers > 1 and not settings.redis_url:
         raise ConfigError(
             f"WORKERS={settings.workers} needs REDIS_URL: without it each worker would count "

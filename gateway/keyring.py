@@ -6,12 +6,25 @@ import hashlib
 import hmac
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
+
+from gateway.limits.backend import Subject
+from gateway.quota import Limit, request_limits, token_budgets
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 # Printable ASCII without spaces, commas or colons: it travels in a header and in a list.
 _KEY = re.compile(r"[\x21-\x2b\x2d-\x39\x3b-\x7e]{16,512}")
 _HASHED = re.compile(r"sha256:([0-9a-f]{64})")
+# A key's own limits, named as the settings that set the address's, in lower case.
+LIMIT_OPTIONS = (
+    "second_limit",
+    "minute_limit",
+    "hour_limit",
+    "day_limit",
+    "tokens_per_minute",
+    "tokens_per_day",
+)
 
 
 def digest(key: str) -> bytes:
@@ -21,10 +34,21 @@ def digest(key: str) -> bytes:
 
 @dataclass(frozen=True)
 class GatewayKey:
-    """A key's name (what logs and metrics show) and the SHA-256 digest of the key itself."""
+    """A key's name (what logs and metrics show), the SHA-256 digest of the key itself, and the
+    limits and token budgets of its own, counted for every call that presents it."""
 
     name: str
     digest: bytes
+    limits: tuple[Limit, ...] = ()
+    budgets: tuple[Limit, ...] = ()
+
+    @cached_property
+    def subject(self) -> Subject | None:
+        """What the limiter holds its calls to, if it has limits of its own. Its bucket looks
+        like no client address."""
+        if not self.limits and not self.budgets:
+            return None
+        return Subject(f"key:{self.name}", self.limits, self.budgets)
 
 
 @dataclass(frozen=True)
@@ -34,8 +58,8 @@ class Keyring:
     def __bool__(self) -> bool:
         return bool(self.keys)
 
-    def find(self, presented: str) -> str | None:
-        """The name of the key presented, or None.
+    def find(self, presented: str) -> GatewayKey | None:
+        """The key presented, or None.
 
         Every stored digest is compared with hmac.compare_digest and the loop never stops early,
         so the time taken says nothing about which key, or how much of one, matched.
@@ -44,12 +68,46 @@ class Keyring:
         found = None
         for key in self.keys:
             if hmac.compare_digest(key.digest, wanted):
-                found = key.name
+                found = key
         return found
 
 
+def _options(words: list[str]) -> dict[str, int]:
+    options: dict[str, int] = {}
+    for word in words:
+        option, equals, value = word.partition("=")
+        if not equals or option not in LIMIT_OPTIONS:
+            raise ValueError(
+                f"after the key, only limits are allowed: {', '.join(LIMIT_OPTIONS)} "
+                "(as option=number)"
+            )
+        if not value.isdigit() or not value.isascii():
+            raise ValueError(f"{option} must be a whole number, 0 or more")
+        if option in options:
+            raise ValueError(f"{option} is given twice")
+        options[option] = int(value)
+    return options
+
+
 def parse_entry(entry: str) -> GatewayKey:
-    """`key`, `name:key` or `name:sha256:<hex digest>`; errors never repeat the key."""
+    """`key`, `name:key` or `name:sha256:<hex digest>`, then optionally the key's own limits as
+    `minute_limit=60 tokens_per_day=100000`; errors never repeat the key."""
+    spec, *words = entry.split()
+    key = _parse_key(spec)
+    options = _options(words)
+    get = options.get
+    limits = request_limits(
+        get("second_limit", 0),
+        get("minute_limit", 0),
+        get("hour_limit", 0),
+        get("day_limit", 0),
+        scope="key",
+    )
+    budgets = token_budgets(get("tokens_per_minute", 0), get("tokens_per_day", 0), scope="key")
+    return GatewayKey(key.name, key.digest, limits, budgets)
+
+
+def _parse_key(entry: str) -> GatewayKey:
     name, colon, secret = entry.partition(":")
     if not colon:
         name, secret = "", entry

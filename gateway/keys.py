@@ -7,6 +7,7 @@ from aiohttp import web
 from gateway.config import Settings
 from gateway.http.policy import Policies
 from gateway.i18n import Translator
+from gateway.keyring import GatewayKey
 from gateway.limits.admission import Admission
 from gateway.limits.limiter import Limiter
 from gateway.observe.metrics import Metrics
@@ -30,3 +31,4 @@ STREAMING_KEY = web.RequestKey("STREAMING_KEY", bool)
 RESPONSE_KEY = web.RequestKey("RESPONSE_KEY", web.StreamResponse)  # once its headers are out
 CUT_KEY = web.RequestKey("CUT_KEY", bool)  # cut by the server at the end of SHUTDOWN_GRACE
 KEY_NAME_KEY = web.RequestKey("KEY_NAME_KEY", str)  # the gateway key presented, by its name
+GATEWAY_KEY_KEY = web.RequestKey("GATEWAY_KEY_KEY", GatewayKey)  # and its own limits

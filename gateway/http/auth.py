@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway.errors import Unauthorized
-from gateway.keys import KEY_NAME_KEY, SETTINGS_KEY
+from gateway.keys import GATEWAY_KEY_KEY, KEY_NAME_KEY, SETTINGS_KEY
 
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="gateway"'}
 
@@ -19,7 +19,7 @@ def bearer(request: web.BaseRequest) -> str | None:
 
 
 def authenticate(request: web.Request) -> None:
-    """With GATEWAY_KEYS set, the request must bear one of them; its name is kept on the request.
+    """With GATEWAY_KEYS set, the request must bear one of them; it is kept on the request.
 
     Runs before the body is read and before the limiter: a refusal costs one hash.
     """
@@ -29,10 +29,11 @@ def authenticate(request: web.Request) -> None:
     token = bearer(request)
     if token is None:
         raise Unauthorized("gateway_key_missing", headers=_CHALLENGE)
-    name = keyring.find(token)
-    if name is None:
+    key = keyring.find(token)
+    if key is None:
         raise Unauthorized("gateway_key_invalid", headers=_CHALLENGE)
-    request[KEY_NAME_KEY] = name
+    request[KEY_NAME_KEY] = key.name
+    request[GATEWAY_KEY_KEY] = key
 
 
 def upstream_key(request: web.Request, own: str | None, missing: str) -> str:

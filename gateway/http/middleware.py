@@ -18,7 +18,14 @@ from gateway.http.auth import authenticate, bearer
 from gateway.http.caps import check_address, check_ops
 from gateway.http.client_ip import bucket, client_address
 from gateway.http.render import dumps, error_body
-from gateway.keys import ADMISSION_KEY, CLIENT_IP_KEY, LIMITER_KEY, POLICIES_KEY, SETTINGS_KEY
+from gateway.keys import (
+    ADMISSION_KEY,
+    CLIENT_IP_KEY,
+    GATEWAY_KEY_KEY,
+    LIMITER_KEY,
+    POLICIES_KEY,
+    SETTINGS_KEY,
+)
 from gateway.limits.admission import Admission
 from gateway.limits.headers import rate_limit_headers
 
@@ -83,8 +90,13 @@ async def admission_middleware(request: web.Request, handler: Handler) -> web.St
         authenticate(request)
     if not policy.limited:
         return await handler(request)
+    key = request.get(GATEWAY_KEY_KEY)
+    others = (key.subject,) if key is not None and key.subject is not None else ()
     budgets = settings.budgets if policy.metered else ()
-    admission = Admission(request.app[LIMITER_KEY], bucket(address, settings.ipv6_prefix), budgets)
+    if policy.metered and key is not None:
+        budgets += key.budgets
+    client = bucket(address, settings.ipv6_prefix)
+    admission = Admission(request.app[LIMITER_KEY], client, budgets, others)
     request[ADMISSION_KEY] = admission
     if not admission.metered:
         await admission.admit()
@@ -103,7 +115,8 @@ async def add_rate_limit_headers(request: web.Request, response: web.StreamRespo
     if request.app[POLICIES_KEY].of(request).limited:
         admission = request.get(ADMISSION_KEY)
         decision = admission.decision if admission is not None else None
-        response.headers.update(rate_limit_headers(request.app[SETTINGS_KEY].limits, decision))
+        limits = admission.limits if admission is not None else request.app[SETTINGS_KEY].limits
+        response.headers.update(rate_limit_headers(limits, decision))
         if decision is not None and decision.source in DEGRADED:
             # Decided without Redis: by this replica alone (local), or not at all (open).
             response.headers[DEGRADED_HEADER] = decision.source

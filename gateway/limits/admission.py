@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import time
 
-from gateway.config import Limit
 from gateway.errors import BadRequest, RateLimited
+from gateway.limits.backend import Subject
 from gateway.limits.budget import Meter, prompt_estimate
 from gateway.limits.decision import Decision, Reservation
 from gateway.limits.limiter import Limiter
+from gateway.quota import Limit
 
 
 def refuse(decision: Decision) -> None:
@@ -36,10 +37,19 @@ class Admission:
     Its tokens are settled by settle() exactly once, whichever way the call ends.
     """
 
-    def __init__(self, limiter: Limiter, bucket: str, budgets: tuple[Limit, ...] = ()) -> None:
+    def __init__(
+        self,
+        limiter: Limiter,
+        bucket: str,
+        budgets: tuple[Limit, ...] = (),
+        others: tuple[Subject, ...] = (),
+    ) -> None:
+        """`budgets`: every token budget the call is held to (none if the route is not metered);
+        `others`: the subjects besides the client's address (a gateway key with its own limits)."""
         self.limiter = limiter
         self.bucket = bucket
         self.budgets = budgets
+        self.others = others
         self.decision: Decision | None = None
         self.started: float | None = None  # when the decision was asked (time.perf_counter)
         self.seconds: float | None = None  # how long the limiter took to decide
@@ -50,11 +60,16 @@ class Admission:
     def metered(self) -> bool:
         return bool(self.budgets)
 
+    @property
+    def limits(self) -> tuple[Limit, ...]:
+        """Every request window the call is held to: the address's, then its key's."""
+        return self.limiter.limits + tuple(w for s in self.others for w in s.limits)
+
     async def admit(self, tokens: int | None = None) -> Decision:
         """The one limiter decision for this request; a refusal raises the 429."""
         started = self.started = time.perf_counter()
         try:
-            decision = await self.limiter.hit(self.bucket, tokens=tokens)
+            decision = await self.limiter.hit(self.bucket, tokens=tokens, others=self.others)
         finally:
             self.seconds = time.perf_counter() - started
         self.decision = decision
@@ -94,7 +109,9 @@ class Admission:
         reservation, self._reservation = self._reservation, None
         if reservation is None or self.meter is None:
             return
-        settling = self.limiter.settle(self.bucket, reservation, self.meter.charge())
+        settling = self.limiter.settle(
+            self.bucket, reservation, self.meter.charge(), others=self.others
+        )
         await asyncio.shield(settling)
 
     async def count_refused(self) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.config import MICRO, Limit
 from gateway.limits.backend import Verdict
+from gateway.quota import MICRO, Limit
 
 
 @dataclass(frozen=True)
@@ -64,31 +64,30 @@ def _seconds(micros: int) -> int:
 
 
 def decide(
-    limits: tuple[Limit, ...],
+    checks: tuple[Limit, ...],
     verdict: Verdict,
     source: str,
-    budgets: tuple[Limit, ...] = (),
     reservation: Reservation | None = None,
 ) -> Decision:
     """Turn a backend's verdict (microseconds) into a Decision (whole seconds, rounded up).
 
-    Budgets' states follow the windows'; a budget refuses when the reservation does not fit.
+    `checks` are the limits the verdict reports on, in its order: request windows and token
+    budgets of every subject. A budget refuses when the reservation does not fit.
     """
     allowed, states = verdict
     every = tuple(
         WindowState(limit, remaining, _seconds(reset))
-        for limit, (remaining, reset) in zip(
-            limits + budgets[: len(states) - len(limits)], states, strict=True
-        )
+        for limit, (remaining, reset) in zip(checks, states, strict=True)
     )
-    windows, held = every[: len(limits)], every[len(limits) :]
+    windows = tuple(state for state in every if state.unit == "requests")
+    held = tuple(state for state in every if state.unit == "tokens")
     if allowed:
         return Decision(True, 0, windows, None, source, held, reservation)
     need = reservation.tokens if reservation is not None else 0
     blocking = [
         (states[index][1], index)
         for index, state in enumerate(every)
-        if state.remaining < (need if state.limit.unit == "tokens" else 1)
+        if state.remaining < (need if state.unit == "tokens" else 1)
     ]
     wait, blocked = max(blocking, default=(0, 0))
     return Decision(False, _seconds(wait), windows, every[blocked], source, held)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import bisect
+import itertools
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-from gateway.config import Limit
-from gateway.limits.backend import Verdict
+from gateway.limits.backend import Subject, Verdict
+from gateway.quota import Limit
 
 # A token charge: (time in microseconds, member, tokens)
 Charge = tuple[int, str, int]
@@ -19,22 +21,86 @@ def wall_clock_us() -> int:
 
 
 class MemoryBackend:
-    """The Backend contract over a SlidingLog: one process's counts, on its own clock."""
+    """The Backend contract over sliding logs (one per set of limits): one process's counts, on
+    its own clock."""
 
     source = "embedded"
 
-    def __init__(self, limits: Sequence[Limit], budgets: Sequence[Limit] = ()) -> None:
-        self.log = SlidingLog(limits, budgets)
+    def __init__(self) -> None:
+        self._logs: dict[tuple[tuple[Limit, ...], tuple[Limit, ...]], SlidingLog] = {}
 
-    async def hit(self, key: str, now: int | None, member: str, need: int | None) -> Verdict:
-        return self.log.hit(key, wall_clock_us() if now is None else now, need, member)
+    def log_of(self, subject: Subject) -> SlidingLog:
+        limits = (subject.limits, subject.budgets)
+        log = self._logs.get(limits)
+        if log is None:
+            log = self._logs[limits] = SlidingLog(*limits)
+        return log
 
-    async def settle(self, key: str, member: str, reserved: int, used: int) -> None:
-        self.log.settle(key, member, used)
+    async def hit(
+        self, subjects: Sequence[Subject], now: int | None, member: str, need: int | None
+    ) -> Verdict:
+        at = wall_clock_us() if now is None else now
+        checked = [(self.log_of(s), self.log_of(s).check(s.bucket, at, need)) for s in subjects]
+        admit = all(check.admit for _, check in checked)
+        if admit:
+            for log, check in checked:
+                log.commit(check, member)
+        states = tuple(itertools.chain.from_iterable(c.states(admit) for _, c in checked))
+        return admit, states
 
-    def record(self, key: str, now: int | None) -> None:
-        """Note a request another backend admitted, so this log knows it if it must decide."""
-        self.log.record(key, wall_clock_us() if now is None else now)
+    async def peek(self, subject: Subject, now: int | None) -> Verdict:
+        at = wall_clock_us() if now is None else now
+        check = self.log_of(subject).check(subject.bucket, at, 0)
+        return True, check.states(True, counted=False)
+
+    async def settle(
+        self, subjects: Sequence[Subject], member: str, reserved: int, used: int
+    ) -> None:
+        for subject in subjects:
+            if subject.budgets:
+                self.log_of(subject).settle(subject.bucket, member, used)
+
+    def record(self, subjects: Sequence[Subject], now: int | None) -> None:
+        """Note a request another backend admitted, so these logs know it if they must decide."""
+        at = wall_clock_us() if now is None else now
+        for subject in subjects:
+            self.log_of(subject).record(subject.bucket, at)
+
+
+@dataclass
+class Check:
+    """One subject's counts for a call, before the call is recorded (commit) or refused."""
+
+    key: str
+    now: int
+    need: int | None
+    log: list[int]
+    windows: list[tuple[int, int, int, int]]  # (length, limit, count, release)
+    spent: list[tuple[int, int, int, int, int]]  # Charges.check for each budget
+    charges: Charges
+
+    @property
+    def admit(self) -> bool:
+        need = self.need or 0
+        return all(count < limit for _, limit, count, _ in self.windows) and all(
+            used + need <= limit for _, limit, used, _, _ in self.spent
+        )
+
+    def states(self, admitted: bool, counted: bool = True) -> tuple[tuple[int, int], ...]:
+        """(remaining, reset) per window, then per budget; `counted` says the call itself is in
+        the remaining counts (a real admission, not a look)."""
+        need, one = (self.need or 0, 1) if counted else (0, 0)
+        if admitted:
+            return tuple(
+                (limit - count - one, length if count == 0 and counted else release)
+                for length, limit, count, release in self.windows
+            ) + tuple(
+                (limit - used - need, length if used == 0 and need > 0 else release)
+                for length, limit, used, release, _ in self.spent
+            )
+        return tuple(
+            (max(limit - count, 0), release) for _, limit, count, release in self.windows
+        ) + tuple((max(limit - used, 0), release) for _, limit, used, release, _ in self.spent)
 
 
 class SlidingLog:
@@ -57,44 +123,39 @@ class SlidingLog:
         return len(self._logs)
 
     def hit(self, key: str, now: int, need: int | None = None, member: str = "") -> Verdict:
+        """Check, and record if admitted: rate_limit.lua for one subject."""
+        check = self.check(key, now, need)
+        admit = check.admit
+        if admit:
+            self.commit(check, member)
+        return admit, check.states(admit)
+
+    def check(self, key: str, now: int, need: int | None) -> Check:
         log = self._logs.get(key, [])
-        admit = True
-        checks: list[tuple[int, int, int, int]] = []
+        windows: list[tuple[int, int, int, int]] = []
         for length, limit in self.windows:
             first = bisect.bisect_right(log, now - length)
             count = len(log) - first
             release = 0
-            if count >= limit:
-                admit = False
             if limit == 0:
                 release = length  # a window that admits nothing (a degraded share of 0)
             elif count > 0:
                 release = log[first + max(count - limit, 0)] + length - now
-            checks.append((length, limit, count, release))
+            windows.append((length, limit, count, release))
         budgets = self.budgets if need is not None else ()
         charges = self._charges.get(key) or Charges()
         spent = [charges.check(now, length, limit, need or 0) for length, limit in budgets]
-        admit = admit and all(used + (need or 0) <= limit for _, limit, used, _, _ in spent)
-        if admit and self.windows:
-            self._record(key, log, now)
-        if admit and budgets:
-            charges.record(now, self.longest_budget, spent, member, need or 0)
-            self._charges[key] = charges
-            self._charges.move_to_end(key)
-            self._forget_idle_charges(now)
-        if admit:
-            states = tuple(
-                (limit - count - 1, length if count == 0 else release)
-                for length, limit, count, release in checks
-            ) + tuple(
-                (limit - used - (need or 0), length if used == 0 else release)
-                for length, limit, used, release, _ in spent
-            )
-        else:
-            states = tuple(
-                (max(limit - count, 0), release) for _, limit, count, release in checks
-            ) + tuple((max(limit - used, 0), release) for _, limit, used, release, _ in spent)
-        return admit, states
+        return Check(key, now, need if budgets else None, log, windows, spent, charges)
+
+    def commit(self, check: Check, member: str) -> None:
+        if self.windows:
+            self._record(check.key, check.log, check.now)
+        if check.spent:
+            need = check.need or 0
+            check.charges.record(check.now, self.longest_budget, check.spent, member, need)
+            self._charges[check.key] = check.charges
+            self._charges.move_to_end(check.key)
+            self._forget_idle_charges(check.now)
 
     def record(self, key: str, now: int) -> None:
         """Add a request to the client's log whatever its windows hold."""

@@ -1,28 +1,29 @@
--- Sliding-log rate limit: one atomic decision over every window; the request is recorded
--- only if every window admits it, so a refused request consumes nothing.
+-- Sliding-log rate limit: one atomic decision over every window of every subject of a call (the
+-- client's address, and the gateway key it presented when that key has limits of its own). The
+-- request is recorded only if every window admits it, so a refused request consumes nothing.
 --
--- KEYS[1]  sorted set of the client's admitted requests: score = time in microseconds,
---          member = a unique id
+-- For each subject s (s = 1, 2, ...), three keys in one hash tag:
+-- KEYS[3s-2]  sorted set of its admitted requests: score = time in microseconds,
+--             member = a unique id
+-- KEYS[3s-1]  sorted set of its token charges: score = time in microseconds,
+--             member = the request's unique id, a colon, and the tokens charged
+-- KEYS[3s]    hash of running totals, per budget window length L: "u:L", the tokens charged in
+--             the window as of "w:L", the time up to which charges that left it were subtracted
 -- ARGV[1]  the time in microseconds, or "" to read Redis TIME (so every replica agrees)
--- ARGV[2]  the unique member recording this request
--- ARGV[3]  n, the number of request windows, then n pairs: window length (microseconds), limit
+-- ARGV[2]  the unique member recording this request, or "" to look without counting anything
+-- ARGV[3]  the number of subjects; then for each subject: n, the number of request windows, and
+--          n pairs: window length (microseconds), limit; then m, the number of token budgets
+--          (0 when the call carries no tokens), and m pairs: window length, budget in tokens
+-- ARGV[last]  the tokens this call reserves in every budget
 --
 -- A member already recorded (the same call sent twice) is answered as admitted, not counted again.
 --
--- Reply: {allowed, remaining_1, reset_1, ..., remaining_n, reset_n}. reset_i is the number of
--- microseconds until window i frees a unit (0 when it holds nothing); when refused, the windows
--- with remaining 0 are the ones that refused, and the largest of their resets is the exact wait.
---
--- Token budgets, when the call carries them, join the same verdict:
--- KEYS[2]  sorted set of the client's token charges: score = time in microseconds,
---          member = the request's unique id, a colon, and the tokens charged
--- KEYS[3]  hash of running totals, per budget window length L: "u:L", the tokens charged in
---          the window as of "w:L", the time up to which charges that left it were subtracted
--- ARGV     after the request windows: m, the number of budgets, then m pairs: window length
---          (microseconds), budget in tokens; then the tokens this call reserves
--- Reply    after the request windows' entries: remaining_1, reset_1, ..., remaining_m, reset_m,
---          where remaining counts tokens and reset is the exact wait until the reservation fits
---          (when refused), or until the oldest charge leaves the window (when admitted).
+-- Reply: {allowed, then for each subject remaining_1, reset_1, ... over its windows, then its
+-- budgets}. For a window, remaining counts requests and reset is the number of microseconds
+-- until it frees a unit (0 when it holds nothing); when refused, the windows with remaining 0
+-- are the ones that refused, and the largest of their resets is the exact wait. For a budget,
+-- remaining counts tokens and reset is the exact wait until the reservation fits (when refused),
+-- or until the oldest charge leaves the window (when admitted).
 -- The totals make a decision cost the charges that left a window since the last one, not every
 -- charge of the day. A reservation is settled later by settle_tokens.lua, which keeps its time
 -- and changes its tokens (and the totals that still count it).
@@ -93,12 +94,13 @@ local function check_log(key, now, windows)
 end
 
 -- Appends (remaining, reset) for each check; `used` is what it held before this call, `need`
--- what this call adds to it if admitted (1 for a request window, the reservation for a budget).
+-- what this call adds to it if admitted (1 for a request window, the reservation for a budget;
+-- 0 for a look, which reports the wait as it is).
 local function reply_checks(reply, checks, need, admitted)
   for _, c in ipairs(checks) do
     if admitted then
       reply[#reply + 1] = c.limit - c.used - need
-      if c.used == 0 then
+      if c.used == 0 and need > 0 then
         reply[#reply + 1] = c.length
       else
         reply[#reply + 1] = c.release
@@ -185,36 +187,59 @@ local function record_charge(key, totals, now, budgets, member, need)
 end
 
 local now = clock()
-local windows, after = read_limits(3)
-local budgets, last = read_limits(after)
-local need = tonumber(ARGV[last]) or 0
+local member = ARGV[2]
+local subjects = {}
+local at = 4
+for i = 1, tonumber(ARGV[3]) do
+  local s = {log = KEYS[3 * i - 2], charges = KEYS[3 * i - 1], totals = KEYS[3 * i]}
+  s.windows, at = read_limits(at)
+  s.budgets, at = read_limits(at)
+  subjects[i] = s
+end
+local need = tonumber(ARGV[at]) or 0
 
--- A call sent again with the same member (its connection broke before the answer came back) was
--- recorded the first time: it is answered as admitted and not counted twice.
-local seen = (#windows > 0 and redis.call("ZSCORE", KEYS[1], ARGV[2]))
-  or (#budgets > 0 and redis.call("ZSCORE", KEYS[2], ARGV[2] .. ":" .. int(need)))
-if seen then
-  check_log(KEYS[1], now, windows)
-  check_budgets(KEYS[2], KEYS[3], now, budgets, 0)
-  local again = {1}
-  reply_checks(again, windows, 0, true)
-  reply_checks(again, budgets, 0, true)
-  return again
+local function check(s, tokens)
+  local admit = check_log(s.log, now, s.windows)
+  if #s.budgets > 0 then
+    admit = check_budgets(s.charges, s.totals, now, s.budgets, tokens) and admit
+  end
+  return admit
 end
 
-local admit = check_log(KEYS[1], now, windows)
-if #budgets > 0 then
-  admit = check_budgets(KEYS[2], KEYS[3], now, budgets, need) and admit
+local function answer(admitted, window_need, budget_need)
+  local reply = {admitted and 1 or 0}
+  for _, s in ipairs(subjects) do
+    reply_checks(reply, s.windows, window_need, admitted)
+    reply_checks(reply, s.budgets, budget_need, admitted)
+  end
+  return reply
+end
+
+-- A look, or a call sent again with the same member (its connection broke before the answer came
+-- back, and it was recorded the first time): answered as admitted, nothing counted.
+local function recorded(s)
+  return (#s.windows > 0 and redis.call("ZSCORE", s.log, member))
+    or (#s.budgets > 0 and redis.call("ZSCORE", s.charges, member .. ":" .. int(need)))
+end
+if member == "" or recorded(subjects[1]) then
+  for _, s in ipairs(subjects) do
+    check(s, 0)
+  end
+  return answer(true, 0, 0)
+end
+
+local admit = true
+for _, s in ipairs(subjects) do
+  admit = check(s, need) and admit
 end
 if admit then
-  if #windows > 0 then
-    record(KEYS[1], now, windows, ARGV[2])
-  end
-  if #budgets > 0 then
-    record_charge(KEYS[2], KEYS[3], now, budgets, ARGV[2], need)
+  for _, s in ipairs(subjects) do
+    if #s.windows > 0 then
+      record(s.log, now, s.windows, member)
+    end
+    if #s.budgets > 0 then
+      record_charge(s.charges, s.totals, now, s.budgets, member, need)
+    end
   end
 end
-local reply = {admit and 1 or 0}
-reply_checks(reply, windows, 1, admit)
-reply_checks(reply, budgets, need, admit)
-return reply
+return answer(admit, 1, need)

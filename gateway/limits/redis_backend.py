@@ -1,16 +1,19 @@
-"""The Redis backend: rate_limit.lua and settle_tokens.lua, each decision one atomic round trip."""
+"""The Redis backend: rate_limit.lua and settle_tokens.lua, each decision one atomic round trip
+(on a Cluster, one for each subject of a call)."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import time
 from collections.abc import Sequence
 from importlib.resources import files
 from typing import Any
 
-from gateway.config import Limit
-from gateway.limits.backend import BackendUnavailable, Verdict
+from redis.asyncio.cluster import RedisCluster
+
+from gateway.limits.backend import BackendUnavailable, Subject, Verdict
 from gateway.limits.redis_link import (
     FAILURES,
     POOL_SIZE,
@@ -20,9 +23,14 @@ from gateway.limits.redis_link import (
     failure_name,
     key_for,
 )
+from gateway.quota import Limit
 
 SCRIPT = (files("gateway.limits") / "rate_limit.lua").read_text(encoding="utf-8")
 SETTLE_SCRIPT = (files("gateway.limits") / "settle_tokens.lua").read_text(encoding="utf-8")
+TAKE_BACK_SCRIPT = (files("gateway.limits") / "take_back.lua").read_text(encoding="utf-8")
+
+log = logging.getLogger(__name__)
+
 # Connections opened at start-up, so that a first burst finds most of what it needs.
 WARM_CONNECTIONS = 16
 
@@ -32,18 +40,22 @@ def _flat(limits: Sequence[Limit]) -> list[int]:
 
 
 def script_args(
-    limits: Sequence[Limit],
-    now: int | None,
-    member: str,
-    budgets: Sequence[Limit] = (),
-    need: int | None = None,
+    subjects: Sequence[Subject], now: int | None, member: str, need: int | None = None
 ) -> list[str | int]:
-    """rate_limit.lua's ARGV: the time ("" for Redis TIME), the member, the request windows, then
-    (with `need`) the token budgets and the tokens to reserve."""
-    args: list[str | int] = ["" if now is None else now, member, *_flat(limits)]
-    if need is not None:
-        args += [*_flat(budgets), need]
+    """rate_limit.lua's ARGV: the time ("" for Redis TIME), the member, then each subject's
+    request windows and (with `need`) its token budgets, then the tokens to reserve."""
+    args: list[str | int] = ["" if now is None else now, member, len(subjects)]
+    for subject in subjects:
+        args += _flat(subject.limits)
+        args += _flat(subject.budgets if need is not None else ())
+    args.append(need or 0)
     return args
+
+
+def script_keys(prefix: str, subjects: Sequence[Subject]) -> list[str]:
+    return [
+        k for s in subjects for k in (key_for(prefix, s.bucket), *budget_keys_for(prefix, s.bucket))
+    ]
 
 
 def parse_reply(reply: Any) -> Verdict:
@@ -65,31 +77,30 @@ class RedisBackend:
         redis: RedisClient,
         *,
         prefix: str,
-        limits: Sequence[Limit],
-        budgets: Sequence[Limit],
         timeout: float,
         probe_timeout: float,
         mode: str,
     ) -> None:
         self.redis = redis
         self.prefix = prefix
-        self.limits = tuple(limits)
-        self.budgets = tuple(budgets)
         self.timeout = timeout
         self.health = RedisHealth(redis, timeout, probe_timeout, mode)
         self._script = redis.register_script(SCRIPT)
         self._settle = redis.register_script(SETTLE_SCRIPT)
+        self._take_back_script = redis.register_script(TAKE_BACK_SCRIPT)
+        # A Cluster keeps each subject in its own slot: one script cannot reach them all.
+        self.cluster = isinstance(redis, RedisCluster)
         # Calls wait here rather than open a connection each: a burst never storms Redis.
         self._slots = asyncio.Semaphore(POOL_SIZE)
 
     async def warm(self, connections: int = WARM_CONNECTIONS) -> None:
-        """Open a few connections and load both scripts, so that the first burst finds them.
+        """Open a few connections and load the scripts, so that the first burst finds them.
         Raises BackendUnavailable; a Redis that is down is found so by the first calls (refused
         at once), one that is merely slow here is waited for by them."""
         try:
             async with asyncio.timeout(self.timeout):
                 await asyncio.gather(*(self.redis.ping() for _ in range(connections)))
-                for script in (self._script, self._settle):
+                for script in (self._script, self._settle, self._take_back_script):
                     await self.redis.script_load(script.script)
         except FAILURES as exc:
             raise BackendUnavailable(failure_name(exc)) from exc
@@ -98,18 +109,80 @@ class RedisBackend:
     def down(self) -> bool:
         return self.health.down
 
-    async def hit(self, key: str, now: int | None, member: str, need: int | None) -> Verdict:
-        keys = [key_for(self.prefix, key)]
-        if need is not None:
-            keys += budget_keys_for(self.prefix, key)
-        args = script_args(self.limits, now, member, self.budgets, need)
-        return parse_reply(await self._call(self._script, keys, args))
+    async def hit(
+        self, subjects: Sequence[Subject], now: int | None, member: str, need: int | None
+    ) -> Verdict:
+        if len(subjects) == 1 or not self.cluster:
+            keys = script_keys(self.prefix, subjects)
+            return parse_reply(
+                await self._call(self._script, keys, script_args(subjects, now, member, need))
+            )
+        return await self._hit_in_turn(subjects, now, member, need)
 
-    async def settle(self, key: str, member: str, reserved: int, used: int) -> None:
-        args = [f"{member}:{reserved}", f"{member}:{used}", used - reserved]
-        args += [budget.micros for budget in self.budgets]
+    async def _hit_in_turn(
+        self, subjects: Sequence[Subject], now: int | None, member: str, need: int | None
+    ) -> Verdict:
+        """On a Cluster, each subject in its own slot: decided one after the other, the client's
+        address first. Once one refuses, the rest are only looked at, and the call is taken back
+        from those that admitted it. No subject ever admits more than its limit; a concurrent
+        call may find a subject full for the moment a call it then gives back holds a place."""
+        states: list[tuple[int, int]] = []
+        admitted: list[Subject] = []
+        refused = False
+        for subject in subjects:
+            keys = script_keys(self.prefix, (subject,))
+            if refused:
+                args = script_args((subject,), now, "", need if need is None else 0)
+                states += parse_reply(await self._call(self._script, keys, args, decides=False))[1]
+                continue
+            args = script_args((subject,), now, member, need)
+            allowed, pairs = parse_reply(await self._call(self._script, keys, args))
+            states += pairs
+            if allowed:
+                admitted.append(subject)
+            else:
+                refused = True
+        if refused:
+            for subject in admitted:
+                await self._take_back(subject, member, need)
+            # Reported as a refused call finds them: without this call's place.
+            at = 0
+            for subject in admitted:
+                given = [1] * len(subject.limits)
+                if need is not None:
+                    given += [need] * len(subject.budgets)
+                for offset, back in enumerate(given):
+                    left, reset = states[at + offset]
+                    states[at + offset] = (left + back, reset)
+                at += len(given)
+        return not refused, tuple(states)
+
+    async def _take_back(self, subject: Subject, member: str, need: int | None) -> None:
+        tokens = "" if need is None or not subject.budgets else need
+        args = [member, tokens, *(budget.micros for budget in subject.budgets)]
+        keys = script_keys(self.prefix, (subject,))
+        try:
+            await self._call(self._take_back_script, keys, args, decides=False)
+        except BackendUnavailable as exc:
+            log.warning("could not take back a call another limit refused (%s)", exc)
+
+    async def peek(self, subject: Subject, now: int | None) -> Verdict:
+        keys = script_keys(self.prefix, (subject,))
+        return parse_reply(
+            await self._call(self._script, keys, script_args((subject,), now, "", 0), decides=False)
+        )
+
+    async def settle(
+        self, subjects: Sequence[Subject], member: str, reserved: int, used: int
+    ) -> None:
+        metered = [s for s in subjects if s.budgets]
         # A settlement is not a decision: its failures do not count towards declaring Redis down.
-        await self._call(self._settle, budget_keys_for(self.prefix, key), args, decides=False)
+        for group in ([s] for s in metered) if self.cluster else (metered,):
+            args: list[Any] = [f"{member}:{reserved}", f"{member}:{used}", used - reserved]
+            for subject in group:
+                args += [len(subject.budgets), *(b.micros for b in subject.budgets)]
+            keys = [k for s in group for k in budget_keys_for(self.prefix, s.bucket)]
+            await self._call(self._settle, keys, args, decides=False)
 
     async def _call(
         self, script: Any, keys: list[str], args: list[Any], decides: bool = True

@@ -6,7 +6,8 @@ import ipaddress
 import logging
 from importlib.metadata import PackageNotFoundError, version
 
-from gateway.config import Limit, Settings, redis_location
+from gateway.config import Settings, redis_location
+from gateway.quota import Limit
 
 _LOOPBACK_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost")
 

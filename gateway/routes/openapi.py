@@ -117,6 +117,7 @@ def document(settings: Settings) -> dict[str, Any]:
             "get": _operation("Always 403, as in the original", _LEGACY_ERROR),
         },
         **relay,
+        "/v1/usage": {"get": _operation("The caller's limits, used and left", _OPENAI_ERROR)},
         "/healthz": {"get": {**ops, "summary": "Liveness"}},
         "/readyz": {"get": {**ops, "summary": "Readiness (OPS_ALLOW or OPS_TOKEN)"}},
         "/metrics": {"get": {**ops, "summary": "Prometheus metrics (OPS_ALLOW or OPS_TOKEN)"}},

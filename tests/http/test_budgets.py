@@ -240,8 +240,8 @@ async def test_admission_and_request_count_share_one_round_trip(
     settings = load_settings({**env, "MINUTE_LIMIT": "30", "TOKENS_PER_MINUTE": "1000"})
     client = await aiohttp_client(create_app(settings, translator=translator))
     try:
-        # Start-up: connections opened, both scripts loaded.
-        assert proxy.commands == ["PING"] * WARM_CONNECTIONS + ["SCRIPT", "SCRIPT"]
+        # Start-up: connections opened, its three scripts loaded.
+        assert proxy.commands == ["PING"] * WARM_CONNECTIONS + ["SCRIPT"] * 3
         proxy.commands.clear()
         assert (await client.post(CHAT, data=body(False))).status == 200
         # Admission (requests and tokens together), then the settlement.

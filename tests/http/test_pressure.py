@@ -51,20 +51,24 @@ async def test_a_call_sent_twice_is_counted_once(redis_url, key_prefix):
     sends it once more on a new connection) is answered as admitted and recorded once."""
     import redis.asyncio
 
-    from gateway.config import Limit
-    from gateway.limits.redis_backend import SCRIPT, parse_reply, script_args
-    from gateway.limits.redis_link import key_for
+    from gateway.limits.backend import Subject
+    from gateway.limits.redis_backend import SCRIPT, parse_reply, script_args, script_keys
+    from gateway.quota import Limit
 
-    limits = [Limit("minute", 60, 2)]
+    subjects = [Subject("c", (Limit("minute", 60, 2),))]
+    keys = script_keys(key_prefix, subjects)
     async with redis.asyncio.Redis.from_url(redis_url) as conn:
         script = conn.register_script(SCRIPT)
-        key = key_for(key_prefix, "c")
-        first = parse_reply(await script(keys=[key], args=script_args(limits, None, "m1")))
-        again = parse_reply(await script(keys=[key], args=script_args(limits, None, "m1")))
+
+        async def call(member):
+            return parse_reply(await script(keys=keys, args=script_args(subjects, None, member)))
+
+        first = await call("m1")
+        again = await call("m1")
         assert first[0] and again[0]
         assert first[1][0][0] == again[1][0][0] == 1  # one left after one recorded call
-        assert await conn.zcard(key) == 1
-        second = parse_reply(await script(keys=[key], args=script_args(limits, None, "m2")))
-        third = parse_reply(await script(keys=[key], args=script_args(limits, None, "m3")))
+        assert await conn.zcard(keys[0]) == 1
+        second = await call("m2")
+        third = await call("m3")
         assert second[0] and not third[0]
-        await conn.delete(key)
+        await conn.delete(*keys)

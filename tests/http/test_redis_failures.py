@@ -39,9 +39,9 @@ async def test_one_round_trip_per_admitted_request(gateway, proxies, redis_url, 
     port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
     proxy = await proxies(port)
     client = await gateway(REDIS_URL=proxy.url, MINUTE_LIMIT=30, SECOND_LIMIT=100, HOUR_LIMIT=500)
-    # At start-up the limiter opens its first connections and loads both scripts; nothing else,
+    # At start-up the limiter opens its first connections and loads its three scripts; nothing else,
     # not even a handshake command on the new connections.
-    assert proxy.commands == ["PING"] * WARM_CONNECTIONS + ["SCRIPT", "SCRIPT"]
+    assert proxy.commands == ["PING"] * WARM_CONNECTIONS + ["SCRIPT"] * 3
     proxy.commands.clear()
     assert (await client.get("/api")).status == 403
     assert proxy.commands == ["EVALSHA"]

@@ -24,9 +24,9 @@ class Settlements:
         self.charges: list[int] = []
         settle = limiter.settle
 
-        async def counted(key, reservation, tokens):
+        async def counted(key, reservation, tokens, **others):
             self.charges.append(tokens)
-            await settle(key, reservation, tokens)
+            await settle(key, reservation, tokens, **others)
 
         limiter.settle = counted
 

@@ -21,13 +21,16 @@ REPLICAS = 3
 LIMIT = 25
 PER_CLIENT = 200
 CLIENTS = ["198.51.100.7", "2001:db8:7:7::1"]
+ALICE = "gw-alice-0123456789abcdef"
+KEY_LIMIT = 40
 
 
 @pytest.fixture
-async def replicas(aiohttp_server, redis_url, key_prefix, tmp_path):
+async def start_replicas(aiohttp_server, redis_url, key_prefix, tmp_path):
+    """start_replicas(**env): REPLICAS gateways on the shared Redis, with a fake upstream."""
     fake = FakeUpstream(answer=["ok"])
     upstream = await aiohttp_server(create_fake_upstream(fake), host="127.0.0.1")
-    env = {
+    base = {
         "OPENAI_BASE_URL": str(upstream.make_url("/v1")),
         "API_KEY": "sk-test",
         "ROUTE": "api",
@@ -41,12 +44,19 @@ async def replicas(aiohttp_server, redis_url, key_prefix, tmp_path):
         "REDIS_FAILURE_MODE": "closed",
         "LOG_LEVEL": "WARNING",
     }
-    ports = [free_port() for _ in range(REPLICAS)]
-    processes = [gateway(port, tmp_path / f"gateway-{port}.log", **env) for port in ports]
-    try:
+    processes = []
+
+    async def start(**env: str) -> tuple[list[int], FakeUpstream]:
+        ports = [free_port() for _ in range(REPLICAS)]
+        for port in ports:
+            log = tmp_path / f"gateway-{port}.log"
+            processes.append(gateway(port, log, **{**base, **env}))
         for port, process in zip(ports, processes, strict=True):
             await wait_until_serving(f"http://127.0.0.1:{port}/healthz", process)
-        yield ports, fake
+        return ports, fake
+
+    try:
+        yield start
     finally:
         for process in processes:
             process.close()
@@ -54,8 +64,10 @@ async def replicas(aiohttp_server, redis_url, key_prefix, tmp_path):
             await delete_prefix(conn, key_prefix)
 
 
-async def test_replicas_sharing_redis_admit_exactly_the_limit(replicas, redis_url, key_prefix):
-    ports, fake = replicas
+async def test_replicas_sharing_redis_admit_exactly_the_limit(
+    start_replicas, redis_url, key_prefix
+):
+    ports, fake = await start_replicas()
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as session:
 
@@ -83,3 +95,30 @@ async def test_replicas_sharing_redis_admit_exactly_the_limit(replicas, redis_ur
     async with redis.asyncio.Redis.from_url(redis_url) as conn:
         assert await conn.zcard(key_for(key_prefix, "198.51.100.7")) == LIMIT
         assert await conn.zcard(key_for(key_prefix, "2001:db8:7:7::/64")) == LIMIT
+
+
+async def test_replicas_admit_exactly_a_keys_limit(start_replicas, tmp_path):
+    """300 concurrent calls with one gateway key, from 6 addresses over 3 replicas: the key's
+    limit (40) is reached before its addresses' (25 each, 150 in all), and exactly 40 pass."""
+    keys = tmp_path / "keys"
+    keys.write_text(f"alice:{ALICE} minute_limit={KEY_LIMIT}\n")
+    ports, fake = await start_replicas(GATEWAY_KEYS_FILE=str(keys))
+    addresses = [f"203.0.113.{n}" for n in range(1, 7)]
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def ask(index: int) -> tuple[str, int, str | None]:
+            address = addresses[index % len(addresses)]
+            headers = {"X-Forwarded-For": address, "Authorization": f"Bearer {ALICE}"}
+            url = f"http://127.0.0.1:{ports[index % REPLICAS]}/api"
+            async with session.post(url, json={"user_content": "Hi"}, headers=headers) as answer:
+                await answer.read()
+                return address, answer.status, answer.headers.get("Retry-After")
+
+        results = await asyncio.gather(*[ask(i) for i in range(300)])
+    statuses = collections.Counter(status for _, status, _ in results)
+    assert statuses == {200: KEY_LIMIT, 429: 300 - KEY_LIMIT}
+    assert all(int(wait) >= 1 for _, status, wait in results if status == 429)
+    per_address = collections.Counter(address for address, status, _ in results if status == 200)
+    assert max(per_address.values()) <= LIMIT
+    assert len(fake.received) == KEY_LIMIT

@@ -129,9 +129,9 @@ class RecordingLimiter(Limiter):
         super().__init__(load_settings({"TOKENS_PER_MINUTE": "100", "DEFAULT_RESERVE_TOKENS": "1"}))
         self.charges: list[int] = []
 
-    async def settle(self, key, reservation, tokens):
+    async def settle(self, key, reservation, tokens, **others):
         self.charges.append(tokens)
-        await super().settle(key, reservation, tokens)
+        await super().settle(key, reservation, tokens, **others)
 
 
 async def test_an_admission_settles_once():

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 import gateway
-from gateway.config import OPENAI_FAMILIES, ConfigError, Limit, Secret, load_settings
+from gateway.config import OPENAI_FAMILIES, ConfigError, Secret, load_settings
+from gateway.quota import Limit
 
 
 def test_defaults():

@@ -13,13 +13,15 @@ import redis.asyncio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.config import Limit, load_settings
+from gateway.config import load_settings
+from gateway.limits.backend import Subject
 from gateway.limits.decision import Decision, WindowState
 from gateway.limits.headers import rate_limit_headers
 from gateway.limits.limiter import Limiter
 from gateway.limits.memory import SlidingLog
-from gateway.limits.redis_backend import SCRIPT, parse_reply, script_args
+from gateway.limits.redis_backend import SCRIPT, parse_reply, script_args, script_keys
 from gateway.limits.redis_link import key_for
+from gateway.quota import Limit
 from tests.support.clock import ManualClock, hit
 from tests.support.redis_server import delete_prefix
 
@@ -245,7 +247,7 @@ def test_headers_follow_the_ietf_draft_and_name_the_tightest_window():
     assert rate_limit_headers(limits, None) == {
         "RateLimit-Policy": '"1s";q=1;w=1, "1m";q=3;w=60, "1h";q=50;w=3600'
     }
-    assert rate_limit_headers((), decision) == {}
+    assert rate_limit_headers((), None) == {}
 
 
 # -- the embedded limiter and the Redis script agree, request by request -------------------------
@@ -288,7 +290,9 @@ async def _compare(client, prefix, windows, gaps, clients):
         now += gap
         key = f"c{i % clients}"
         expected = log.hit(key, now)
-        reply = await script(keys=[key_for(prefix, key)], args=script_args(limits, now, f"m{i}"))
+        subjects = [Subject(key, tuple(limits))]
+        keys = script_keys(prefix, subjects)
+        reply = await script(keys=keys, args=script_args(subjects, now, f"m{i}"))
         assert parse_reply(reply) == expected, (i, now - T0)
         if key == "c0":
             times.append(now)
