@@ -131,6 +131,7 @@ class Settings:
     playground: bool = True
     gateway_keys: Keyring = field(default_factory=Keyring)
     body_timeout: float = 30.0
+    header_timeout: float = 15.0
     allowed_models: tuple[str, ...] = ()
     max_completion_tokens_cap: int = 0
     max_n: int = 0
@@ -408,6 +409,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         playground=_get(env, "PLAYGROUND", _flag, True),
         gateway_keys=_keyring(env),
         body_timeout=_get(env, "BODY_TIMEOUT", _seconds(), 30.0),
+        header_timeout=_get(env, "HEADER_TIMEOUT", _seconds(), 15.0),
         allowed_models=_get(env, "ALLOWED_MODELS", _names, ()),
         max_completion_tokens_cap=_get(env, "MAX_COMPLETION_TOKENS_CAP", _whole(0), 0),
         max_n=_get(env, "MAX_N", _whole(0), 0),
