@@ -110,6 +110,7 @@ class Settings:
     max_tokens_cap: int = 3500
     upstream_timeout: float = 60.0
     max_body_bytes: int = 1024 * 1024
+    max_upstream_body_bytes: int = 32 * 1024 * 1024
     redis_url: str | None = None
     redis_cluster: bool = False
     redis_timeout: float = 0.5
@@ -387,6 +388,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         max_tokens_cap=_get(env, "MAX_TOKENS_CAP", _whole(1), 3500),
         upstream_timeout=_get(env, "UPSTREAM_TIMEOUT", _seconds(), 60.0),
         max_body_bytes=_get(env, "MAX_BODY_BYTES", _whole(1), 1024 * 1024),
+        max_upstream_body_bytes=_get(env, "MAX_UPSTREAM_BODY_BYTES", _whole(1), 32 * 1024 * 1024),
         redis_url=redis_url,
         redis_cluster=cluster,
         redis_timeout=_get(env, "REDIS_TIMEOUT", _seconds(), 0.5),

@@ -84,6 +84,10 @@ def test_zero_or_empty_limit_means_none(value):
         ),
         ({"MAX_BODY_BYTES": "0"}, "MAX_BODY_BYTES='0' is not valid (expected a whole number >= 1)"),
         (
+            {"MAX_UPSTREAM_BODY_BYTES": "32M"},
+            "MAX_UPSTREAM_BODY_BYTES='32M' is not valid (expected a whole number >= 1)",
+        ),
+        (
             {"DEFAULT_MAX_TOKENS": "x"},
             "DEFAULT_MAX_TOKENS='x' is not valid (expected a whole number >= 1)",
         ),
