@@ -87,6 +87,7 @@ class Settings:
     max_tokens_cap: int = 3500
     upstream_timeout: float = 60.0
     max_body_bytes: int = 1024 * 1024
+    max_upstream_body_bytes: int = 32 * 1024 * 1024
     redis_url: str | None = None
     redis_cluster: bool = False
     redis_timeout: float = 0.5
@@ -108,6 +109,7 @@ class Settings:
     playground: bool = True
     gateway_keys: Keyring = field(default_factory=Keyring)
     body_timeout: float = 30.0
+    header_timeout: float = 15.0
     allowed_models: tuple[str, ...] = ()
     max_completion_tokens_cap: int = 0
     max_n: int = 0
@@ -357,6 +359,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         max_tokens_cap=_get(env, "MAX_TOKENS_CAP", _whole(1), 3500),
         upstream_timeout=_get(env, "UPSTREAM_TIMEOUT", _seconds(), 60.0),
         max_body_bytes=_get(env, "MAX_BODY_BYTES", _whole(1), 1024 * 1024),
+        max_upstream_body_bytes=_get(env, "MAX_UPSTREAM_BODY_BYTES", _whole(1), 32 * 1024 * 1024),
         redis_url=redis_url,
         redis_cluster=cluster,
         redis_timeout=_get(env, "REDIS_TIMEOUT", _seconds(), 0.5),
@@ -379,6 +382,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         playground=_get(env, "PLAYGROUND", _flag, True),
         gateway_keys=_keyring(env),
         body_timeout=_get(env, "BODY_TIMEOUT", _seconds(), 30.0),
+        header_timeout=_get(env, "HEADER_TIMEOUT", _seconds(), 15.0),
         allowed_models=_get(env, "ALLOWED_MODELS", _names, ()),
         max_completion_tokens_cap=_get(env, "MAX_COMPLETION_TOKENS_CAP", _whole(0), 0),
         max_n=_get(env, "MAX_N", _whole(0), 0),

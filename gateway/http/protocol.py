@@ -1,36 +1,44 @@
-"""Requests aiohttp's HTTP parser rejects, answered in the legacy envelope with a request id.
+"""The app's connection handler: parser rejections and slow request heads, answered in the envelope.
 
-aiohttp answers them from its connection handler (`RequestHandler.handle_error`), before any
-middleware or signal runs, with a text/plain body and a logged traceback. The app's server is
-made to build a handler that renders the envelope instead and logs one WARNING line, at most
-one a second (the rest are counted into the next line).
+aiohttp answers parser rejections from its connection handler (`RequestHandler.handle_error`),
+before any middleware or signal runs, with a text/plain body and a logged traceback; and it times
+no request head: a client sending its headers a byte every few seconds holds the connection. The
+app's server is made to build a handler that renders the legacy envelope with a request id, logs
+one WARNING line at most a second (the rest are counted into the next line), and closes a
+connection whose request line and headers are not in within HEADER_TIMEOUT of their first byte.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
 
 from aiohttp import web
-from aiohttp.web_protocol import RequestHandler
+from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
+from aiohttp.web_protocol import RequestHandler, _ErrInfo
 
 from gateway.keys import SETTINGS_KEY, TRANSLATOR_KEY
 from gateway.observe.request_id import REQUEST_ID_HEADER
 
 log = logging.getLogger("gateway.protocol")
 
-Render = Callable[[int], dict[str, Any]]
+Render = Callable[[int, str, Mapping[str, object]], dict[str, Any]]
 
 
-def _envelope(app: web.Application, status: int) -> dict[str, Any]:
+class HeadTimeout(Exception):
+    """The request line and headers did not arrive within HEADER_TIMEOUT."""
+
+
+def _envelope(
+    app: web.Application, status: int, code: str, params: Mapping[str, object]
+) -> dict[str, Any]:
     """The legacy envelope in LANG: the request's path and headers are not to be trusted."""
-    reason = app[TRANSLATOR_KEY].translate(
-        app[SETTINGS_KEY].language, "bad_http" if status < 500 else "internal_error"
-    )
+    reason = app[TRANSLATOR_KEY].translate(app[SETTINGS_KEY].language, code, **params)
     return {"code": status, "msg": "failed", "data": {"response": reason}}
 
 
@@ -48,7 +56,7 @@ class _Quiet:
             return
         self.last, held, self.held = now, self.held, 0
         log.warning(
-            "rejected a malformed request from %s with %s: %s%s",
+            "rejected a request from %s with %s: %s%s",
             remote,
             status,
             type(exc).__name__ if exc is not None else "error",
@@ -57,6 +65,56 @@ class _Quiet:
 
 
 class _Handler(RequestHandler):
+    __slots__ = ("_head_late", "_head_timer", "_last_body")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._head_late = False
+        # The body of the last request parsed: until it is whole, bytes received are body bytes.
+        self._last_body: StreamReader | None = None
+
+    def data_received(self, data: bytes) -> None:
+        if self._head_late:
+            return
+        server = self._manager
+        if (
+            data
+            and self._head_timer is None
+            and isinstance(server, _Server)
+            and not self._upgraded
+            and (self._last_body is None or self._last_body.is_eof())
+        ):
+            # The first byte of a request head. Bytes that finish a body and start the next head
+            # in one read arm nothing: the next read does, and silence is keep-alive's to end.
+            self._head_timer = self._loop.call_later(server.header_timeout, self._head_too_slow)
+        parsed = self._request_count
+        super().data_received(data)
+        if self._request_count != parsed:
+            self._last_body = self._messages[-1][1]
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+
+    def _head_too_slow(self) -> None:
+        self._head_timer = None
+        if self._force_close or self._close or self.transport is None:
+            return
+        # Answered like a parser rejection, after any request still in hand; what the client
+        # sends from now on is dropped.
+        self._head_late = True
+        self._messages.append(
+            (_ErrInfo(status=408, exc=HeadTimeout(), message="Request Timeout"), EMPTY_PAYLOAD)
+        )
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+        super().connection_lost(exc)
+
     def handle_error(
         self,
         request: web.BaseRequest,
@@ -68,26 +126,38 @@ class _Handler(RequestHandler):
         if request.writer.output_size > 0 or not isinstance(server, _Server):
             return super().handle_error(request, status, exc, message)
         server.quiet.note(status, exc, request.remote)
+        params: dict[str, object] = {}
+        if isinstance(exc, HeadTimeout):
+            code, params["seconds"] = "header_timeout", f"{server.header_timeout:g}"
+        else:
+            code = "bad_http" if status < 500 else "internal_error"
         response = web.json_response(
-            server.render(status), status=status, headers={REQUEST_ID_HEADER: uuid.uuid4().hex}
+            server.render(status, code, params),
+            status=status,
+            headers={REQUEST_ID_HEADER: uuid.uuid4().hex},
         )
         response.force_close()
         return response
 
 
 class _Server(web.Server):
-    def __init__(self, *args: Any, render: Render, quiet: _Quiet, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, render: Render, quiet: _Quiet, header_timeout: float, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.render = render
         self.quiet = quiet
+        self.header_timeout = header_timeout
 
     def __call__(self) -> RequestHandler:
         return _Handler(self, loop=self._loop, **self._kwargs)
 
 
 def install(app: web.Application) -> None:
-    """Make the servers the app is run with answer parser errors in the legacy envelope."""
+    """Make the servers the app is run with answer parser errors and slow request heads in the
+    legacy envelope."""
     original = app._make_handler
+    header_timeout = app[SETTINGS_KEY].header_timeout
     render = partial(_envelope, app)
     quiet = _Quiet()
 
@@ -100,6 +170,7 @@ def install(app: web.Application) -> None:
             loop=made._loop,
             render=render,
             quiet=quiet,
+            header_timeout=header_timeout,
             **made._kwargs,
         )
 

@@ -147,7 +147,7 @@ async def relay(
                 return await _relay_stream(request, response, beat, opened, admission)
             if opened.status == 200 and not _is_sse(opened) and not _is_json(opened):
                 return await _relay_bytes(request, opened)
-            data = await beat.wait(opened.read())
+            data = await beat.wait(upstream.read(opened, exchange))
             if meter is not None and meter.answered:
                 meter.observe_body(data)
                 exchange.usage = meter.usage
@@ -201,7 +201,8 @@ async def _relay_stream(
 ) -> web.StreamResponse:
     if opened.status != 200:
         # Headers went out with a heartbeat: the upstream's refusal can only be an error event.
-        shaped = _upstream_error(request, opened.status, await opened.read())
+        data = await request.app[UPSTREAM_KEY].read(opened, request[EXCHANGE_KEY])
+        shaped = _upstream_error(request, opened.status, data)
         await end_with(request, response, sse_event(shaped))
         return response
     meter = admission.meter if admission is not None else None

@@ -88,6 +88,7 @@ class Upstream:
 
     def __init__(self, settings: Settings, session: aiohttp.ClientSession) -> None:
         self.session = session
+        self.max_body = settings.max_upstream_body_bytes
         self.base_url = settings.openai_base_url
         self.chat_url = f"{self.base_url}/chat/completions"
         parts = urlsplit(settings.openai_base_url)
@@ -125,8 +126,7 @@ class Upstream:
             async with self.session.post(self.chat_url, data=body, headers=headers) as response:
                 exchange.answered()
                 if not 200 <= response.status < 300:
-                    error = await response.read()
-                    exchange.failed(status_cause(response.status, _body_type(error)))
+                    error = await self.read(response, exchange)
                     why = error_reason(response.status, error)
                     raise map_status(response.status, why, response.headers.get("Retry-After"))
                 # Read to the end, past [DONE], so that the connection goes back to the pool.
@@ -171,7 +171,8 @@ class Upstream:
         headers: dict[str, str],
         exchange: Exchange,
     ) -> AsyncIterator[aiohttp.ClientResponse]:
-        """Send a raw request to OPENAI_BASE_URL/path and hold its response open."""
+        """Send a raw request to OPENAI_BASE_URL/path and hold its response open; read its body
+        with `read`, inside the block, so that its failures become gateway errors here."""
         send = {**headers, **exchange.headers, "Authorization": f"Bearer {api_key}"}
         exchange.start()
         exchange.host = self.host
@@ -180,11 +181,6 @@ class Upstream:
                 method, f"{self.base_url}/{path}", data=body, headers=send
             ) as response:
                 exchange.answered()
-                if response.status >= 400:
-                    # Error bodies are small; read here, they stay cached for the caller.
-                    exchange.failed(
-                        status_cause(response.status, _body_type(await response.read()))
-                    )
                 yield response
         except TimeoutError as exc:
             exchange.failed(failure_cause(exc))
@@ -194,6 +190,38 @@ class Upstream:
             raise UpstreamUnavailable() from exc
         finally:
             exchange.finish()
+
+    async def read(self, response: aiohttp.ClientResponse, exchange: Exchange) -> bytes:
+        """The whole body of an answer, noting why the call failed if it is an error.
+
+        A body over MAX_UPSTREAM_BODY_BYTES is let go at that size (or unread, if its
+        Content-Length says so) and is a 502: none of it reaches the client.
+        """
+        failed = response.status >= 400
+        try:
+            body = await self._read_capped(response, exchange)
+        except BaseException:
+            if failed:
+                exchange.failed(status_cause(response.status, None))
+            raise
+        if failed:
+            exchange.failed(status_cause(response.status, _body_type(body)))
+        return body
+
+    async def _read_capped(self, response: aiohttp.ClientResponse, exchange: Exchange) -> bytes:
+        limit = self.max_body
+        received = bytearray()
+        if response.content_length is None or response.content_length <= limit:
+            async for chunk in response.content.iter_any():
+                received += chunk
+                if len(received) > limit:
+                    break
+            else:
+                return bytes(received)
+        exchange.failed("oversized answer")
+        # What is left of it is not worth reading to keep the connection for another call.
+        response.close()
+        raise UpstreamUnavailable("upstream_too_large")
 
 
 def connect_timeout(settings: Settings) -> float:

@@ -66,6 +66,9 @@ class FakeUpstream:
     accepted_keys: set[str] | None = None  # None accepts any key
     extra_headers: dict[str, str] = field(default_factory=dict)  # on every JSON answer
     raw_error: bytes | None = None  # with status: this body as it is, instead of OpenAI's shape
+    oversized_body: int | None = None  # every route answers (in status) this many bytes of JSON
+    oversized_sized: bool = False  # ... with a Content-Length rather than chunked
+    oversized_sent: int = 0  # how many of them the gateway let the fake write
     received: list[Received] = field(default_factory=list)
     started: asyncio.Event = field(default_factory=asyncio.Event)
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
@@ -143,6 +146,8 @@ async def _front(request: web.Request, handler: Handler) -> web.StreamResponse:
         await asyncio.sleep(fake.first_byte_delay)
     if fake.hold_first_byte is not None:
         await fake.hold_first_byte.wait()
+    if fake.oversized_body is not None:
+        return await _oversized(request, fake, fake.oversized_body)
     refusal = _refusal(fake, received)
     if refusal is not None:
         return refusal
@@ -150,6 +155,28 @@ async def _front(request: web.Request, handler: Handler) -> web.StreamResponse:
     response = await handler(request)
     if not response.prepared:
         response.headers.update(fake.extra_headers)
+    return response
+
+
+async def _oversized(request: web.Request, fake: FakeUpstream, size: int) -> web.StreamResponse:
+    """`size` bytes in 64 KiB writes, until they are all sent or the reader lets go."""
+    response = web.StreamResponse(status=fake.status, headers={"Content-Type": "application/json"})
+    if fake.oversized_sized:
+        response.content_length = size
+    else:
+        response.enable_chunked_encoding()
+    await response.prepare(request)
+    piece = b'"LEAK"' * (64 * 1024 // 6)
+    try:
+        while fake.oversized_sent < size:
+            part = piece[: size - fake.oversized_sent]
+            await response.write(part)
+            fake.oversized_sent += len(part)
+        await response.write_eof()
+    except ConnectionError:
+        pass
+    finally:
+        fake.finished.set()
     return response
 
 

@@ -79,7 +79,15 @@ def test_zero_or_empty_limit_means_none(value):
             {"UPSTREAM_TIMEOUT": "soon"},
             "UPSTREAM_TIMEOUT='soon' is not valid (expected a number of seconds > 0)",
         ),
+        (
+            {"HEADER_TIMEOUT": "-1"},
+            "HEADER_TIMEOUT='-1' is not valid (expected a number of seconds > 0)",
+        ),
         ({"MAX_BODY_BYTES": "0"}, "MAX_BODY_BYTES='0' is not valid (expected a whole number >= 1)"),
+        (
+            {"MAX_UPSTREAM_BODY_BYTES": "32M"},
+            "MAX_UPSTREAM_BODY_BYTES='32M' is not valid (expected a whole number >= 1)",
+        ),
         (
             {"DEFAULT_MAX_TOKENS": "x"},
             "DEFAULT_MAX_TOKENS='x' is not valid (expected a whole number >= 1)",

@@ -1,0 +1,71 @@
+"""Upstream answers read whole are capped at MAX_UPSTREAM_BODY_BYTES; streamed ones are not."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tests.support.fake_upstream import FakeUpstream
+
+CAP = 1024 * 1024
+HUGE = 64 * 1024 * 1024
+MARGIN = 30.0  # generous: the machine may be busy
+CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}]}
+
+
+async def assert_let_go(fake: FakeUpstream) -> None:
+    """The fake stopped writing long before the end: the gateway stopped reading near the cap."""
+    await asyncio.wait_for(fake.finished.wait(), timeout=MARGIN)
+    # The cap, plus what the sockets and buffers on the way hold: far from all of it.
+    assert fake.oversized_sent < HUGE // 2
+
+
+@pytest.mark.parametrize("sized", [True, False], ids=["content-length", "chunked"])
+@pytest.mark.parametrize("status", [200, 500])
+async def test_an_oversized_answer_is_a_502_with_nothing_of_it(
+    make_client, fake: FakeUpstream, translator, sized, status
+):
+    client = await make_client(MAX_UPSTREAM_BODY_BYTES=str(CAP))
+    fake.oversized_body, fake.oversized_sized, fake.status = HUGE, sized, status
+    response = await client.post("/v1/chat/completions", json=CHAT)
+    raw = await response.read()
+    assert response.status == 502
+    assert "X-Request-ID" in response.headers
+    assert b"LEAK" not in raw and len(raw) < 4096
+    error = (await response.json())["error"]
+    assert error["code"] == "upstream_too_large" and error["type"] == "upstream_error"
+    assert error["message"] == translator.translate("en", "upstream_too_large")
+    await assert_let_go(fake)
+
+
+async def test_an_oversized_upstream_error_on_the_legacy_route(
+    make_client, fake: FakeUpstream, translator
+):
+    client = await make_client(MAX_UPSTREAM_BODY_BYTES=str(CAP))
+    fake.oversized_body, fake.status = HUGE, 500
+    response = await client.post("/api", json={"user_content": "Hi"})
+    raw = await response.read()
+    assert response.status == 502 and b"LEAK" not in raw
+    body = await response.json()
+    assert body["code"] == 502
+    assert body["data"]["response"] == translator.translate("en", "upstream_too_large")
+    await assert_let_go(fake)
+
+
+@pytest.mark.parametrize("sized", [True, False], ids=["content-length", "chunked"])
+async def test_an_answer_of_exactly_the_cap_is_relayed(make_client, fake: FakeUpstream, sized):
+    client = await make_client(MAX_UPSTREAM_BODY_BYTES=str(CAP))
+    fake.oversized_body, fake.oversized_sized = CAP, sized
+    response = await client.post("/v1/chat/completions", json=CHAT)
+    assert response.status == 200
+    assert len(await response.read()) == CAP
+
+
+async def test_speech_over_the_cap_is_still_streamed_whole(make_client, fake: FakeUpstream):
+    client = await make_client(MAX_UPSTREAM_BODY_BYTES=str(CAP))
+    fake.speech = [b"a" * CAP, b"b" * CAP]
+    body = {"model": "tts-1", "input": "Hi", "voice": "alloy"}
+    response = await client.post("/v1/audio/speech", json=body)
+    assert response.status == 200
+    assert await response.read() == b"a" * CAP + b"b" * CAP
