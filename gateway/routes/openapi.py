@@ -161,8 +161,8 @@ def _response(description: str, content: Schema | None = None) -> Schema:
     return response
 
 
-def _answer(route: AbstractRoute, settings: Settings) -> tuple[Schema, Schema | None]:
-    """What the handler reads and answers: its request body (or None) and its 200."""
+def _answer(route: AbstractRoute, settings: Settings) -> tuple[Schema | None, Schema | None]:
+    """What the handler answers and reads: its 200 (None if it has none) and its request body."""
     handler = route.handler
     path = route.resource.canonical if route.resource is not None else ""
     relayed = path.removeprefix("/v1/")
@@ -171,7 +171,7 @@ def _answer(route: AbstractRoute, settings: Settings) -> tuple[Schema, Schema | 
         body = {"application/json": _json(_legacy_body(settings))}
         return _response(_LEGACY_STREAM_NOTE, content), body
     if handler is legacy_get:
-        return _response("never: a GET is always refused with 403"), None
+        return None, None
     if handler is relay_post:
         content = {"application/json": _json(_OBJECT)}
         note = "OpenAI's answer, relayed"
@@ -182,10 +182,17 @@ def _answer(route: AbstractRoute, settings: Settings) -> tuple[Schema, Schema | 
             content = {"audio/*": {}}
         return _response(note, content), {"application/json": _json(_openai_body(settings, path))}
     if handler is relay_upload:
+        model, _ = _limits(settings)
         form = {
             "type": "object",
             "required": ["file", "model"],
-            "properties": {"file": {"type": "string", "format": "binary"}, "model": {}},
+            "properties": {
+                "file": {"type": "string", "format": "binary"},
+                "model": model,
+                "language": {"type": "string", "pattern": "^[a-z]{2}$"},
+                "response_format": {"enum": ["json", "text"]},
+            },
+            "additionalProperties": False,
         }
         content = {"application/json": _json(_OBJECT), "text/plain": {}}
         return _response("OpenAI's answer, relayed", content), {"multipart/form-data": _json(form)}
@@ -197,15 +204,13 @@ def _answer(route: AbstractRoute, settings: Settings) -> tuple[Schema, Schema | 
 def _operation(route: AbstractRoute, policy: Policy, settings: Settings) -> Schema:
     ok, body = _answer(route, settings)
     error = OPENAI_ERROR if policy.envelope == "openai" else LEGACY_ERROR
-    operation: Schema = {
-        "responses": {
-            "200": ok,
-            "default": _response(
-                f"an error, in the {policy.envelope} envelope",
-                {"application/json": _json(error)},
-            ),
-        },
-    }
+    content = {"application/json": _json(error)}
+    responses = {"default": _response(f"an error, in the {policy.envelope} envelope", content)}
+    if ok is None:
+        responses["403"] = _response("always refused, as in the original project", content)
+    else:
+        responses["200"] = ok
+    operation: Schema = {"responses": responses}
     summary = _summary(route)
     if summary:
         operation["summary"] = summary
