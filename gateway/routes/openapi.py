@@ -109,7 +109,9 @@ def _limits(settings: Settings) -> tuple[Schema, Schema]:
 
 
 def _whole(cap: int) -> Schema:
-    return {"type": "integer", "minimum": 1, **({"maximum": cap} if cap > 0 else {})}
+    # JSON Schema counts 2.0 an integer; the caps take only JSON integers, so 2.0 is refused.
+    described = {"description": "a JSON integer (2.0 is refused)"}
+    return {"type": "integer", "minimum": 1, **({"maximum": cap} if cap > 0 else {}), **described}
 
 
 def _legacy_body(settings: Settings) -> Schema:
@@ -141,7 +143,9 @@ def _openai_body(settings: Settings, path: str) -> Schema:
     if path != "embeddings" and path in _OPENAI_FIELDS:
         cap = settings.max_completion_tokens_cap
         properties |= {"max_tokens": _whole(cap), "n": _whole(settings.max_n)}
-    required = ["model", *fields] if path != "moderations" else list(fields)
+    # Moderations pick a model of their own, unless ALLOWED_MODELS asks every call to name one.
+    named = path != "moderations" or bool(settings.allowed_models)
+    required = ["model", *fields] if named else list(fields)
     return {
         "type": "object",
         "description": "OpenAI's request body for this path, relayed as it is",
@@ -180,7 +184,9 @@ def _answer(route: AbstractRoute, settings: Settings) -> tuple[Schema | None, Sc
             note = f"{note}. {_STREAM_NOTE}"
         if relayed == "audio/speech":
             content = {"audio/*": {}}
-        return _response(note, content), {"application/json": _json(_openai_body(settings, path))}
+        return _response(note, content), {
+            "application/json": _json(_openai_body(settings, relayed))
+        }
     if handler is relay_upload:
         model, _ = _limits(settings)
         form = {

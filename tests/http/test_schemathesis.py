@@ -92,6 +92,13 @@ def header(response: Response, name: str) -> str:
     return next(iter(response.headers.get(name.lower(), [])), "")
 
 
+def whole_floats(case: Case) -> bool:
+    """A /v1 cap given as 2.0: valid JSON Schema, refused by the caps (the document says so)."""
+    body = case.body if isinstance(case.body, dict) else {}
+    fields = ("max_tokens", "max_completion_tokens", "n")
+    return on_v1(case) and any(isinstance(body.get(name), float) for name in fields)
+
+
 def on_v1(case: Case) -> bool:
     return str(case.operation.path).startswith("/v1/")
 
@@ -106,7 +113,7 @@ def well_behaved(case: Case, response: Response) -> None:
     # A valid call is answered 2xx, or with a status its operation names (MAX_BODY_BYTES bounds
     # the whole body, which the document cannot say field by field).
     named = {int(code) for code in case.operation.responses.status_codes if code.isdigit()}
-    if positive and response.status_code not in named | {413}:
+    if positive and response.status_code not in named | {413} and not whole_floats(case):
         assert response.status_code < 400, response.content[:300]
     if header(response, "Content-Type").startswith("text/event-stream"):
         check_stream(on_v1(case), response.content)

@@ -57,8 +57,12 @@ def check_stream(v1: bool, raw: bytes) -> None:
     assert events, raw
     last = events[-1]
     if v1:
-        data = last.removeprefix(b"data: ")
-        assert data == b"[DONE]" or "error" in json.loads(data), last
+        # Chat ends with [DONE]; the Responses API with its final named event; faults with an error.
+        name, _, data = last.rpartition(b"data: ")
+        final = name.startswith(b"event: response.") and name.strip().endswith(
+            (b"completed", b"failed", b"incomplete")
+        )
+        assert data == b"[DONE]" or final or "error" in json.loads(data), last
     else:
         kind, _, data = last.partition(b"\n")
         assert kind in (b"event: done", b"event: error"), last
