@@ -41,6 +41,7 @@ async def _look(limiter: Limiter, subject: Subject) -> dict[str, Any]:
 
 
 async def usage(request: web.Request) -> web.StreamResponse:
+    """The caller's own limits, what is used and when it frees, for its address and its key."""
     settings = request.app[SETTINGS_KEY]
     limiter = request.app[LIMITER_KEY]
     address = request.get(CLIENT_IP_KEY)
