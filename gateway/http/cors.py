@@ -10,7 +10,8 @@ from gateway.keys import SETTINGS_KEY
 # What scripts may read of a response: the limits, when to retry, and the id to quote.
 EXPOSED = (
     "RateLimit, RateLimit-Policy, X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset, "
-    "Retry-After, X-Request-ID"
+    "X-RateLimit-Limit-Tokens, X-RateLimit-Remaining-Tokens, X-RateLimit-Reset-Tokens, "
+    "X-RateLimit-Degraded, Retry-After, X-Request-ID"
 )
 ALLOWED_HEADERS = "Authorization, Content-Type, Accept-Language, X-Request-ID, OpenAI-Beta"
 MAX_AGE = "600"

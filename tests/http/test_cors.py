@@ -57,6 +57,26 @@ async def test_responses_expose_the_limit_headers_to_scripts(make_client):
         assert "Origin" in response.headers.getall("Vary")
 
 
+async def test_every_limit_header_the_gateway_sends_is_exposed(make_client):
+    client = await make_client(
+        CORS_ORIGINS="*", MINUTE_LIMIT=1, TOKENS_PER_MINUTE=5000, DEFAULT_RESERVE_TOKENS=100
+    )
+    call = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hi"}]}
+    seen = []
+    for _ in range(2):
+        response = await client.post("/v1/chat/completions", json=call, headers={"Origin": APP})
+        seen.append(response.status)
+        exposed = {h.strip() for h in response.headers["Access-Control-Expose-Headers"].split(",")}
+        sent = {
+            name
+            for name in response.headers
+            if name.lower().startswith(("ratelimit", "x-ratelimit", "retry-after", "x-request-id"))
+        }
+        assert sent and sent <= exposed, sent - exposed
+        assert "X-RateLimit-Remaining-Tokens" in sent
+    assert seen == [200, 429]
+
+
 async def test_a_preflight_for_an_unknown_path_is_a_404(make_client):
     client = await make_client(CORS_ORIGINS=APP)
     assert (await client.options("/v1/nothing", headers=PREFLIGHT)).status == 404

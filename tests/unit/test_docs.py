@@ -54,6 +54,13 @@ def test_readme_is_short_and_keeps_the_two_commands():
         assert re.search(rf"^{command}\b", text, re.MULTILINE), command
 
 
+def test_readme_has_the_public_deployment_checklist():
+    section = readme().partition("\n## Security\n")[2].partition("\n## ")[0]
+    for item in ("**Keys.**", "**Caps.**", "**Ops endpoints.**", "**TLS at the load balancer.**"):
+        assert item in section, item
+    assert "GATEWAY_KEYS" in section and "OPS_ALLOW" in section and "docs/security.md" in section
+
+
 def test_readme_links_only_to_docs_that_exist():
     links = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", readme())
     local = [link for link in links if not re.match(r"\w+://", link)]
