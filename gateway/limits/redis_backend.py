@@ -128,43 +128,54 @@ class RedisBackend:
         call may find a subject full for the moment a call it then gives back holds a place."""
         states: list[tuple[int, int]] = []
         admitted: list[Subject] = []
-        refused = False
         for subject in subjects:
             keys = script_keys(self.prefix, (subject,))
-            if refused:
-                args = script_args((subject,), now, "", need if need is None else 0)
-                states += parse_reply(await self._call(self._script, keys, args, decides=False))[1]
-                continue
             args = script_args((subject,), now, member, need)
-            allowed, pairs = parse_reply(await self._call(self._script, keys, args))
+            try:
+                allowed, pairs = parse_reply(await self._call(self._script, keys, args))
+            except BackendUnavailable:
+                await asyncio.shield(self._take_back(admitted, member, need))
+                raise
+            if not allowed:
+                break
             states += pairs
-            if allowed:
-                admitted.append(subject)
-            else:
-                refused = True
-        if refused:
-            for subject in admitted:
-                await self._take_back(subject, member, need)
-            # Reported as a refused call finds them: without this call's place.
-            at = 0
-            for subject in admitted:
-                given = [1] * len(subject.limits)
-                if need is not None:
-                    given += [need] * len(subject.budgets)
-                for offset, back in enumerate(given):
-                    left, reset = states[at + offset]
-                    states[at + offset] = (left + back, reset)
-                at += len(given)
-        return not refused, tuple(states)
+            admitted.append(subject)
+        else:
+            return True, tuple(states)
+        # Refused: taken back (shielded, so a client hanging up cannot leave a place held), and
+        # reported as a refused call finds each subject, without this call's place.
+        await asyncio.shield(self._take_back(admitted, member, need))
+        given = [
+            1 if limit.unit == "requests" else need or 0
+            for s in admitted
+            for limit in s.checks(need is not None)
+        ]
+        states = [(left + back, reset) for (left, reset), back in zip(states, given, strict=True)]
+        states += pairs
+        for rest in subjects[len(admitted) + 1 :]:
+            states += await self._look(rest, now, need is not None)
+        return False, tuple(states)
 
-    async def _take_back(self, subject: Subject, member: str, need: int | None) -> None:
-        tokens = "" if need is None or not subject.budgets else need
-        args = [member, tokens, *(budget.micros for budget in subject.budgets)]
+    async def _look(
+        self, subject: Subject, now: int | None, metered: bool
+    ) -> tuple[tuple[int, int], ...]:
+        """A subject's states without counting; as if empty where Redis does not answer."""
         keys = script_keys(self.prefix, (subject,))
+        args = script_args((subject,), now, "", 0 if metered else None)
         try:
-            await self._call(self._take_back_script, keys, args, decides=False)
-        except BackendUnavailable as exc:
-            log.warning("could not take back a call another limit refused (%s)", exc)
+            return parse_reply(await self._call(self._script, keys, args, decides=False))[1]
+        except BackendUnavailable:
+            return tuple((limit.quantity, 0) for limit in subject.checks(metered))
+
+    async def _take_back(self, subjects: list[Subject], member: str, need: int | None) -> None:
+        for subject in subjects:
+            tokens = "" if need is None or not subject.budgets else need
+            args = [member, tokens, *(budget.micros for budget in subject.budgets)]
+            keys = script_keys(self.prefix, (subject,))
+            try:
+                await self._call(self._take_back_script, keys, args, decides=False)
+            except BackendUnavailable as exc:
+                log.warning("could not take back a call another limit refused (%s)", exc)
 
     async def peek(self, subject: Subject, now: int | None) -> Verdict:
         keys = script_keys(self.prefix, (subject,))

@@ -12,8 +12,8 @@ import pytest
 from gateway.config import load_settings
 from gateway.limits.backend import Subject
 from gateway.limits.limiter import Limiter
-from gateway.limits.redis_link import connect_redis, key_for
-from gateway.quota import request_limits
+from gateway.limits.redis_link import budget_keys_for, connect_redis, key_for
+from gateway.quota import request_limits, token_budgets
 from tests.support.processes import require
 from tests.support.redis_cluster import RedisCluster
 
@@ -30,12 +30,13 @@ async def limiter(tmp_path):
     cluster.start()
     made = []
 
-    async def make(address_limit: int) -> Limiter:
+    async def make(address_limit: int, **env: str) -> Limiter:
         settings = load_settings(
             {
                 "REDIS_URL": cluster.url,
                 "MINUTE_LIMIT": str(address_limit),
                 "REDIS_FAILURE_MODE": "closed",
+                **env,
             }
         )
         client = connect_redis(settings)
@@ -83,3 +84,23 @@ async def test_calls_an_address_refuses_are_taken_back_from_the_key(limiter):
     assert await gate._redis.redis.zcard(key_for(gate.prefix, KEY.bucket)) == 12
     later = [(await gate.hit(f"198.51.100.{n}", others=(KEY,))).allowed for n in range(10)]
     assert later == [True] * 8 + [False] * 2
+
+
+async def test_token_reservations_a_key_refuses_are_taken_back_from_the_address(limiter):
+    gate = await limiter(address_limit=1000, TOKENS_PER_MINUTE="100000")  # roomy for addresses
+    key = Subject("key:bob", (), token_budgets(minute=1000, scope="key"))
+
+    async def one(n: int) -> bool:
+        address = ADDRESSES[n % len(ADDRESSES)]
+        return (await gate.hit(address, tokens=100, others=(key,))).allowed
+
+    admitted = await asyncio.gather(*(one(n) for n in range(60)))
+    assert sum(admitted) == 10  # the key's 1,000 tokens
+    redis = gate._redis.redis
+    spent = 0
+    for address in ADDRESSES:
+        charges = await redis.zrange(budget_keys_for(gate.prefix, address)[0], 0, -1)
+        spent += sum(int(member.rsplit(b":", 1)[1]) for member in charges)
+    assert spent == 10 * 100  # only the admitted calls' reservations stay charged
+    left = await gate.peek(key)
+    assert left.budgets[0].remaining == 0
