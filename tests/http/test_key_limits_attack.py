@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from gateway.config import ConfigError, load_settings
 from gateway.keys import LIMITER_KEY
 from tests.http import test_key_limits
 from tests.http.test_key_limits import ALICE, BOB, CALL, CHAT, as_client
@@ -203,6 +204,18 @@ async def test_the_largest_limit_is_counted_exactly(start):
     assert response.headers["X-RateLimit-Remaining"] == str(largest - 1)
     seen = await usage(client, ALICE, "198.51.100.1")
     assert (used(seen["ip"]), used(seen["key"])) == (1, 1)
+
+
+@pytest.mark.parametrize("option", ["minute_limit", "tokens_per_day"])
+def test_a_limit_beyond_the_largest_stops_start_up_without_showing_the_key(tmp_path, option):
+    keys = tmp_path / "keys"
+    keys.write_text(f"alice:{ALICE} {option}={10**15 + 1}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"GATEWAY_KEYS_FILE": str(keys)})
+    assert str(caught.value) == (
+        f"GATEWAY_KEYS_FILE={str(keys)!r} line 1: {option} must be a whole number "
+        "from 0 to 1000000000000000"
+    )
 
 
 @pytest.mark.redis
