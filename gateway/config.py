@@ -15,7 +15,7 @@ from dotenv import dotenv_values
 
 from gateway.i18n import language_from_env
 from gateway.keyring import Keyring, load_keyring
-from gateway.quota import Limit, request_limits, token_budgets
+from gateway.quota import LARGEST, Limit, request_limits, token_budgets
 
 T = TypeVar("T")
 
@@ -344,10 +344,10 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         redis_url, cluster = "redis://" + redis_url[len("redis+cluster://") :], True
     settings = Settings(
         api_key=Secret(api_key) if api_key else None,
-        second_limit=_get(env, "SECOND_LIMIT", _whole(0), 0),
-        minute_limit=_get(env, "MINUTE_LIMIT", _whole(0), 0),
-        hour_limit=_get(env, "HOUR_LIMIT", _whole(0), 0),
-        day_limit=_get(env, "DAY_LIMIT", _whole(0), 0),
+        second_limit=_get(env, "SECOND_LIMIT", _whole(0, LARGEST), 0),
+        minute_limit=_get(env, "MINUTE_LIMIT", _whole(0, LARGEST), 0),
+        hour_limit=_get(env, "HOUR_LIMIT", _whole(0, LARGEST), 0),
+        day_limit=_get(env, "DAY_LIMIT", _whole(0, LARGEST), 0),
         route=_get(env, "ROUTE", _route, "/"),
         language=language,
         language_unknown=unknown,
@@ -370,8 +370,8 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         trusted_proxies=_get(env, "TRUSTED_PROXIES", _networks, ()),
         ipv6_prefix=_get(env, "IPV6_PREFIX", _whole(1, 128), 64),
         stream_heartbeat=_get(env, "STREAM_HEARTBEAT", _seconds(), 10.0),
-        tokens_per_minute=_get(env, "TOKENS_PER_MINUTE", _whole(0), 0),
-        tokens_per_day=_get(env, "TOKENS_PER_DAY", _whole(0), 0),
+        tokens_per_minute=_get(env, "TOKENS_PER_MINUTE", _whole(0, LARGEST), 0),
+        tokens_per_day=_get(env, "TOKENS_PER_DAY", _whole(0, LARGEST), 0),
         default_reserve_tokens=_get(env, "DEFAULT_RESERVE_TOKENS", _whole(1), 1024),
         log_format=_get(env, "LOG_FORMAT", _choice(LOG_FORMATS), "text"),
         log_level=_get(env, "LOG_LEVEL", _log_level, "INFO"),

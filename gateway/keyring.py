@@ -10,7 +10,7 @@ from functools import cached_property
 from pathlib import Path
 
 from gateway.limits.backend import Subject
-from gateway.quota import Limit, request_limits, token_budgets
+from gateway.quota import LARGEST, Limit, request_limits, token_budgets
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 # Printable ASCII without spaces, commas or colons: it travels in a header and in a list.
@@ -81,12 +81,20 @@ def _options(words: list[str]) -> dict[str, int]:
                 f"after the key, only limits are allowed: {', '.join(LIMIT_OPTIONS)} "
                 "(as option=number)"
             )
-        if not value.isdigit() or not value.isascii():
-            raise ValueError(f"{option} must be a whole number, 0 or more")
         if option in options:
             raise ValueError(f"{option} is given twice")
-        options[option] = int(value)
+        options[option] = _quantity(option, value)
     return options
+
+
+def _quantity(option: str, value: str) -> int:
+    digits = value.lstrip("0") or "0"
+    # Its length first: int() of thousands of digits raises an error of its own.
+    if value.isascii() and value.isdigit() and len(digits) <= len(str(LARGEST)):
+        quantity = int(digits)
+        if quantity <= LARGEST:
+            return quantity
+    raise ValueError(f"{option} must be a whole number from 0 to {LARGEST}")
 
 
 def parse_entry(entry: str) -> GatewayKey:

@@ -7,6 +7,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 MICRO = 1_000_000
+# The largest limit or budget. rate_limit.lua counts in doubles, and Redis turns a script's
+# numbers into 64-bit integers: beyond 2**53 its counts would drift, beyond 2**63 be absurd.
+LARGEST = 10**15
 Unit = Literal["requests", "tokens"]
 Scope = Literal["ip", "key"]
 _POLICY_NAMES = {"second": "1s", "minute": "1m", "hour": "1h", "day": "1d"}

@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 REFUSALS_CACHED = 100_000
 
 Clock = Callable[[], int]  # microseconds
+Limits = tuple[tuple[Limit, ...], tuple[Limit, ...]]  # a subject's request windows and budgets
 
 
 def _monotonic_us() -> int:
@@ -60,7 +61,8 @@ class Limiter:
         )
         self.replicas = 1 if redis is None else settings.replicas
         self._local = MemoryBackend()
-        self._shares: dict[Subject, Subject] = {}
+        # One entry per set of limits (the settings', each key's), never one per client.
+        self._shares: dict[Limits, Limits] = {}
         self._redis = (
             RedisBackend(
                 redis,
@@ -193,12 +195,13 @@ class Limiter:
             return tuple(subjects)
         shared = []
         for subject in subjects:
-            mine = self._shares.get(subject)
+            whole = (subject.limits, subject.budgets)
+            mine = self._shares.get(whole)
             if mine is None:
                 limits = tuple(share(w, self.replicas) for w in subject.limits)
                 budgets = tuple(share(b, self.replicas) for b in subject.budgets)
-                mine = self._shares[subject] = Subject(subject.bucket, limits, budgets)
-            shared.append(mine)
+                mine = self._shares[whole] = (limits, budgets)
+            shared.append(Subject(subject.bucket, *mine))
         return tuple(shared)
 
     async def _decide(

@@ -95,3 +95,32 @@ def test_a_non_ascii_lookalike_is_not_the_key():
     ring = load_keyring(f"q:{KEY}?", None)
     assert ring.find(f"{KEY}?").name == "q"
     assert ring.find(f"{KEY}é") is None and ring.find(f"{KEY}\udcff") is None
+
+
+def test_key_limits_take_tabs_trailing_spaces_leading_zeros_and_zero_for_none(tmp_path):
+    keys = tmp_path / "keys"
+    keys.write_text(f"alice:{KEY}\tminute_limit=007 \t tokens_per_day=0   \r\n")
+    (alice,) = load_keyring(None, str(keys)).keys
+    assert [(w.name, w.quantity, w.scope) for w in alice.limits] == [("minute", 7, "key")]
+    assert alice.budgets == ()
+    assert parse_entry(f"bob:{KEY} day_limit=0").subject is None
+
+
+@pytest.mark.parametrize(
+    ("words", "message"),
+    [
+        ("minute_limit=", "minute_limit must be a whole number from 0 to 1000000000000000"),
+        ("minute_limit=+3", "minute_limit must be a whole number from 0 to 1000000000000000"),
+        ("minute_limit=٣", "minute_limit must be a whole number from 0 to 1000000000000000"),
+        ("minute_limit=" + "9" * 5000, "minute_limit must be a whole number from 0 to 10"),
+        ("MINUTE_LIMIT=3", "after the key, only limits are allowed"),
+        ("minute_limit=3 minute_limit=3", "minute_limit is given twice"),
+        (f"minute_limit={KEY}", "minute_limit must be a whole number"),
+        (KEY, "after the key, only limits are allowed"),
+    ],
+)
+def test_bad_key_limits_never_repeat_the_key_or_the_value(words, message):
+    with pytest.raises(ValueError) as caught:
+        load_keyring(f"alice:{KEY} {words}", None)
+    assert message in str(caught.value)
+    assert KEY not in str(caught.value) and "9999" not in str(caught.value)

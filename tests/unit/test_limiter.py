@@ -375,3 +375,31 @@ async def test_property_the_refusal_cache_changes_no_decision(windows, gaps):
         await _compare_limiters(client, "prop", windows, gaps)
     finally:
         await client.aclose()
+
+
+async def test_a_replica_keeps_nothing_per_client_beyond_its_windows():
+    """With REPLICAS=2 each admitted call is noted in the local share; the shares of limits were
+    once kept per client address, for ever: one more entry for every address ever seen."""
+    import gc
+    import tracemalloc
+
+    import gateway.limits.limiter as limiter_module
+
+    env = {"KEY_PREFIX": "bound", "SECOND_LIMIT": "2", "REPLICAS": "2"}
+    client = fakeredis.FakeAsyncRedis()
+    limiter = Limiter(load_settings(env), client, clock=ManualClock())
+    try:
+        tracemalloc.start()
+        try:
+            for i in range(2000):
+                assert (await hit(limiter, f"10.{i // 250}.{i % 250}.1", at=T0 + i)).allowed
+            gc.collect()
+            snapshot = tracemalloc.take_snapshot()
+        finally:
+            tracemalloc.stop()
+    finally:
+        await limiter.aclose()
+        await client.aclose()
+    mine = snapshot.filter_traces([tracemalloc.Filter(True, limiter_module.__file__)])
+    kept = sum(stat.size for stat in mine.statistics("filename"))
+    assert kept < 20_000, f"{kept} bytes kept by limiter.py for 2,000 clients"
