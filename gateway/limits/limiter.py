@@ -3,6 +3,7 @@ Redis fails."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import os
@@ -21,6 +22,7 @@ from gateway.quota import Limit
 log = logging.getLogger(__name__)
 
 REFUSALS_CACHED = 100_000
+LOOKS_AT_ONCE = 4  # GET /v1/usage calls asking Redis at once, per process
 
 Clock = Callable[[], int]  # microseconds
 Limits = tuple[tuple[Limit, ...], tuple[Limit, ...]]  # a subject's request windows and budgets
@@ -63,6 +65,7 @@ class Limiter:
         self._local = MemoryBackend()
         # One entry per set of limits (the settings', each key's), never one per client.
         self._shares: dict[Limits, Limits] = {}
+        self._looks = asyncio.Semaphore(LOOKS_AT_ONCE)
         self._redis = (
             RedisBackend(
                 redis,
@@ -133,7 +136,10 @@ class Limiter:
         checks = subject.checks(True)
         if self._redis is not None and not self._redis.down:
             try:
-                return decide(checks, await self._redis.peek(subject, now), "redis")
+                # Looks are not calls: however many come, they hold few of Redis's connections,
+                # and the decisions keep the rest.
+                async with self._looks:
+                    return decide(checks, await self._redis.peek(subject, now), "redis")
             except BackendUnavailable:
                 pass
         source = "embedded" if self._redis is None else "local"

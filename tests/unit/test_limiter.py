@@ -5,6 +5,7 @@ Times are passed in (microseconds), so nothing here sleeps or depends on the clo
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import fakeredis
@@ -403,3 +404,29 @@ async def test_a_replica_keeps_nothing_per_client_beyond_its_windows():
     mine = snapshot.filter_traces([tracemalloc.Filter(True, limiter_module.__file__)])
     kept = sum(stat.size for stat in mine.statistics("filename"))
     assert kept < 20_000, f"{kept} bytes kept by limiter.py for 2,000 clients"
+
+
+async def test_looks_hold_few_of_redis_connections_however_many_come():
+    from gateway.limits import limiter as module
+
+    gate = Limiter(
+        load_settings({"REDIS_URL": "redis://fake", "MINUTE_LIMIT": "5"}),
+        fakeredis.FakeAsyncRedis(),
+    )
+    real, asking, most = gate._redis.peek, 0, 0
+
+    async def counted(subject, now):
+        nonlocal asking, most
+        asking += 1
+        most = max(most, asking)
+        try:
+            await asyncio.sleep(0)
+            return await real(subject, now)
+        finally:
+            asking -= 1
+
+    gate._redis.peek = counted
+    (subject,) = gate.subjects("203.0.113.1")
+    looks = await asyncio.gather(*(gate.peek(subject) for _ in range(50)))
+    assert all(look.source == "redis" and look.windows[0].remaining == 5 for look in looks)
+    assert 1 < most <= module.LOOKS_AT_ONCE
