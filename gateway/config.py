@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import ipaddress
-import math
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
 from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
@@ -16,8 +13,24 @@ from dotenv import dotenv_values
 from gateway.i18n import language_from_env
 from gateway.keyring import Keyring, load_keyring
 from gateway.quota import LARGEST, Limit, request_limits, token_budgets
-
-T = TypeVar("T")
+from gateway.settings_parse import ConfigError as ConfigError
+from gateway.settings_parse import Network as Network
+from gateway.settings_parse import Secret as Secret
+from gateway.settings_parse import (
+    choice,
+    flag,
+    get,
+    http_url,
+    key_prefix,
+    names,
+    networks,
+    origins,
+    redis_url,
+    seconds,
+    subset,
+    text,
+    whole,
+)
 
 FAILURE_MODES = ("local", "open", "closed")
 LOG_FORMATS = ("text", "json")
@@ -33,37 +46,6 @@ OPENAI_FAMILIES = (
     "images",
     "audio",
 )
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-class ConfigError(Exception):
-    """A setting has a value the gateway cannot use; the message names it."""
-
-
-class Secret:
-    """A string that never shows itself in a repr, a log line or a traceback."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('**********')"
-
-    __str__ = __repr__
-
-    def __bool__(self) -> bool:
-        return bool(self._value)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
 
 
 @dataclass(frozen=True)
@@ -130,68 +112,6 @@ class Settings:
         object.__setattr__(self, "budgets", budgets)
 
 
-def _text(env: Mapping[str, str], name: str) -> str | None:
-    value = env.get(name)
-    if value is None or not value.strip():
-        return None
-    return value.strip()
-
-
-def _get(env: Mapping[str, str], name: str, parse: Callable[[str], T], default: T) -> T:
-    raw = _text(env, name)
-    if raw is None:
-        return default
-    try:
-        return parse(raw)
-    except ValueError as exc:
-        detail = f" ({exc})" if str(exc) else ""
-        raise ConfigError(f"{name}={env[name]!r} is not valid{detail}") from None
-
-
-def _whole(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
-    bound = f"from {minimum} to {maximum}" if maximum is not None else f">= {minimum}"
-
-    def parse(raw: str) -> int:
-        value = int(raw) if raw.isascii() and raw.isdigit() else -1
-        if value < minimum or (maximum is not None and value > maximum):
-            raise ValueError(f"expected a whole number {bound}")
-        return value
-
-    return parse
-
-
-def _seconds(*, zero: bool = False) -> Callable[[str], float]:
-    def parse(raw: str) -> float:
-        try:
-            value = float(raw)
-        except ValueError:
-            value = math.nan
-        if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
-            raise ValueError("expected a number of seconds " + (">= 0" if zero else "> 0"))
-        return value
-
-    return parse
-
-
-def _choice(options: tuple[str, ...]) -> Callable[[str], str]:
-    def parse(raw: str) -> str:
-        value = raw.lower()
-        if value not in options:
-            raise ValueError("expected one of " + ", ".join(options))
-        return value
-
-    return parse
-
-
-def _flag(raw: str) -> bool:
-    value = raw.lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    raise ValueError("expected 1 or 0")
-
-
 # The gateway's own paths; the legacy route may not shadow them.
 RESERVED_PATHS = ("/healthz", "/readyz", "/metrics", "/openapi.json")
 
@@ -208,77 +128,9 @@ def _route(raw: str) -> str:
     return route
 
 
-def _base_url(raw: str) -> str:
-    parts = urlsplit(raw)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError("expected an http:// or https:// URL")
-    return raw.rstrip("/")
-
-
-def _redis_url(raw: str) -> str:
-    parts = urlsplit(raw)
-    if parts.scheme not in ("redis", "rediss", "unix", "redis+cluster"):
-        raise ValueError("expected a redis://, rediss://, unix:// or redis+cluster:// URL")
-    if parts.scheme == "unix":
-        return raw
-    try:
-        port = parts.port
-    except ValueError:
-        port = 0
-    if port == 0 or not parts.hostname:
-        raise ValueError("expected redis://host:port/db, the port from 1 to 65535")
-    database = parts.path.strip("/")
-    if database and not (database.isascii() and database.isdigit()):
-        raise ValueError("expected a database number after the port, such as /0")
-    return raw
-
-
-_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
-
-
-def _network(item: str) -> Network:
-    try:
-        net = ipaddress.ip_network(item, strict=False)
-    except ValueError:
-        raise ValueError(f"{item!r} is not an IP address or CIDR") from None
-    # Peers in IPv4-mapped form are compared as IPv4, so such a proxy is kept as IPv4 too.
-    if isinstance(net, ipaddress.IPv6Network) and net.prefixlen >= 96 and net.subnet_of(_MAPPED):
-        mapped = net.network_address.ipv4_mapped
-        assert mapped is not None
-        return ipaddress.IPv4Network((mapped, net.prefixlen - 96))
-    return net
-
-
-def _networks(raw: str) -> tuple[Network, ...]:
-    return tuple(_network(item.strip()) for item in raw.split(",") if item.strip())
-
-
-def _names(raw: str) -> tuple[str, ...]:
-    names = tuple(item.strip() for item in raw.split(",") if item.strip())
-    if any(any(c.isspace() for c in name) for name in names):
-        raise ValueError("expected comma-separated names without spaces")
-    return names
-
-
 # Who may read /metrics and /readyz by default: loopback and the private ranges that compose
 # networks, Kubernetes pods and their kubelets use.
 OPS_NETWORKS = "127.0.0.0/8,::1/128,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7"
-
-
-def _origins(raw: str) -> tuple[str, ...]:
-    origins = tuple(item.strip().rstrip("/") for item in raw.split(",") if item.strip())
-    for origin in origins:
-        parts = urlsplit(origin)
-        plain = parts.scheme in ("http", "https") and parts.netloc and not parts.path
-        if origin != "*" and not (plain and not parts.query and not parts.fragment):
-            raise ValueError(f"{origin!r} is not * or an origin such as https://app.example")
-    return origins
-
-
-def _key_prefix(raw: str) -> str:
-    if any(c in raw for c in "{} \t"):
-        raise ValueError("no braces or spaces")
-    return raw
 
 
 def _log_level(raw: str) -> str:
@@ -286,14 +138,6 @@ def _log_level(raw: str) -> str:
     if value not in LOG_LEVELS:
         raise ValueError("expected DEBUG, INFO, WARNING or ERROR")
     return value
-
-
-def _families(raw: str) -> tuple[str, ...]:
-    named = [item.strip().lower() for item in raw.split(",") if item.strip()]
-    unknown = [name for name in named if name not in OPENAI_FAMILIES]
-    if unknown or not named:
-        raise ValueError("expected a comma-separated list of " + ",".join(OPENAI_FAMILIES))
-    return tuple(family for family in OPENAI_FAMILIES if family in named)
 
 
 def redis_location(url: str, cluster: bool) -> str:
@@ -310,7 +154,7 @@ def redis_location(url: str, cluster: bool) -> str:
 
 def _keyring(env: Mapping[str, str]) -> Keyring:
     try:
-        return load_keyring(_text(env, "GATEWAY_KEYS"), _text(env, "GATEWAY_KEYS_FILE"))
+        return load_keyring(text(env, "GATEWAY_KEYS"), text(env, "GATEWAY_KEYS_FILE"))
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
 
@@ -327,72 +171,72 @@ def _otel_endpoint(env: Mapping[str, str]) -> str | None:
     """Where traces go: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT as it is, else
     OTEL_EXPORTER_OTLP_ENDPOINT with /v1/traces appended, as OpenTelemetry's own SDKs read them;
     None turns tracing off."""
-    traces = _get(env, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", _base_url, None)
+    traces = get(env, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", http_url, None)
     if traces is not None:
         return traces
-    base = _get(env, "OTEL_EXPORTER_OTLP_ENDPOINT", _base_url, None)
+    base = get(env, "OTEL_EXPORTER_OTLP_ENDPOINT", http_url, None)
     return None if base is None else base + "/v1/traces"
 
 
 def load_settings(env: Mapping[str, str]) -> Settings:
     """Parse every setting; the first bad one raises ConfigError naming it and its value."""
-    api_key = _text(env, "API_KEY")
+    api_key = text(env, "API_KEY")
     language, unknown = language_from_env(env.get("LANG"))
-    redis_url = _get(env, "REDIS_URL", _redis_url, None)
-    cluster = _get(env, "REDIS_CLUSTER", _flag, False)
-    if redis_url and redis_url.startswith("redis+cluster://"):
-        redis_url, cluster = "redis://" + redis_url[len("redis+cluster://") :], True
+    redis = get(env, "REDIS_URL", redis_url, None)
+    cluster = get(env, "REDIS_CLUSTER", flag, False)
+    if redis and redis.startswith("redis+cluster://"):
+        redis, cluster = "redis://" + redis[len("redis+cluster://") :], True
     settings = Settings(
         api_key=Secret(api_key) if api_key else None,
-        second_limit=_get(env, "SECOND_LIMIT", _whole(0, LARGEST), 0),
-        minute_limit=_get(env, "MINUTE_LIMIT", _whole(0, LARGEST), 0),
-        hour_limit=_get(env, "HOUR_LIMIT", _whole(0, LARGEST), 0),
-        day_limit=_get(env, "DAY_LIMIT", _whole(0, LARGEST), 0),
-        route=_get(env, "ROUTE", _route, "/"),
+        second_limit=get(env, "SECOND_LIMIT", whole(0, LARGEST), 0),
+        minute_limit=get(env, "MINUTE_LIMIT", whole(0, LARGEST), 0),
+        hour_limit=get(env, "HOUR_LIMIT", whole(0, LARGEST), 0),
+        day_limit=get(env, "DAY_LIMIT", whole(0, LARGEST), 0),
+        route=get(env, "ROUTE", _route, "/"),
         language=language,
         language_unknown=unknown,
-        host=_get(env, "HOST", str, "0.0.0.0"),
-        port=_get(env, "PORT", _whole(1, 65535), 5000),
-        openai_base_url=_get(env, "OPENAI_BASE_URL", _base_url, "https://api.openai.com/v1"),
-        default_model=_get(env, "DEFAULT_MODEL", str, "gpt-4o-mini"),
-        default_max_tokens=_get(env, "DEFAULT_MAX_TOKENS", _whole(1), 100),
-        max_tokens_cap=_get(env, "MAX_TOKENS_CAP", _whole(1), 3500),
-        upstream_timeout=_get(env, "UPSTREAM_TIMEOUT", _seconds(), 60.0),
-        max_body_bytes=_get(env, "MAX_BODY_BYTES", _whole(1), 1024 * 1024),
-        max_upstream_body_bytes=_get(env, "MAX_UPSTREAM_BODY_BYTES", _whole(1), 32 * 1024 * 1024),
-        redis_url=redis_url,
+        host=get(env, "HOST", str, "0.0.0.0"),
+        port=get(env, "PORT", whole(1, 65535), 5000),
+        openai_base_url=get(env, "OPENAI_BASE_URL", http_url, "https://api.openai.com/v1"),
+        default_model=get(env, "DEFAULT_MODEL", str, "gpt-4o-mini"),
+        default_max_tokens=get(env, "DEFAULT_MAX_TOKENS", whole(1), 100),
+        max_tokens_cap=get(env, "MAX_TOKENS_CAP", whole(1), 3500),
+        upstream_timeout=get(env, "UPSTREAM_TIMEOUT", seconds(), 60.0),
+        max_body_bytes=get(env, "MAX_BODY_BYTES", whole(1), 1024 * 1024),
+        max_upstream_body_bytes=get(env, "MAX_UPSTREAM_BODY_BYTES", whole(1), 32 * 1024 * 1024),
+        redis_url=redis,
         redis_cluster=cluster,
-        redis_timeout=_get(env, "REDIS_TIMEOUT", _seconds(), 0.5),
-        redis_call_timeout=_get(env, "REDIS_CALL_TIMEOUT", _seconds(), 5.0),
-        replicas=_get(env, "REPLICAS", _whole(1), 1),
-        redis_failure_mode=_get(env, "REDIS_FAILURE_MODE", _choice(FAILURE_MODES), "local"),
-        key_prefix=_get(env, "KEY_PREFIX", _key_prefix, "gw"),
-        trusted_proxies=_get(env, "TRUSTED_PROXIES", _networks, ()),
-        ipv6_prefix=_get(env, "IPV6_PREFIX", _whole(1, 128), 64),
-        stream_heartbeat=_get(env, "STREAM_HEARTBEAT", _seconds(), 10.0),
-        tokens_per_minute=_get(env, "TOKENS_PER_MINUTE", _whole(0, LARGEST), 0),
-        tokens_per_day=_get(env, "TOKENS_PER_DAY", _whole(0, LARGEST), 0),
-        default_reserve_tokens=_get(env, "DEFAULT_RESERVE_TOKENS", _whole(1), 1024),
-        log_format=_get(env, "LOG_FORMAT", _choice(LOG_FORMATS), "text"),
-        log_level=_get(env, "LOG_LEVEL", _log_level, "INFO"),
-        log_level_libraries=_get(env, "LOG_LEVEL_LIBRARIES", _log_level, "WARNING"),
-        openai_routes=_get(env, "OPENAI_ROUTES", _families, OPENAI_FAMILIES),
-        shutdown_grace=_get(env, "SHUTDOWN_GRACE", _seconds(zero=True), 30.0),
-        workers=_get(env, "WORKERS", _whole(1, 64), 1),
-        playground=_get(env, "PLAYGROUND", _flag, True),
+        redis_timeout=get(env, "REDIS_TIMEOUT", seconds(), 0.5),
+        redis_call_timeout=get(env, "REDIS_CALL_TIMEOUT", seconds(), 5.0),
+        replicas=get(env, "REPLICAS", whole(1), 1),
+        redis_failure_mode=get(env, "REDIS_FAILURE_MODE", choice(FAILURE_MODES), "local"),
+        key_prefix=get(env, "KEY_PREFIX", key_prefix, "gw"),
+        trusted_proxies=get(env, "TRUSTED_PROXIES", networks, ()),
+        ipv6_prefix=get(env, "IPV6_PREFIX", whole(1, 128), 64),
+        stream_heartbeat=get(env, "STREAM_HEARTBEAT", seconds(), 10.0),
+        tokens_per_minute=get(env, "TOKENS_PER_MINUTE", whole(0, LARGEST), 0),
+        tokens_per_day=get(env, "TOKENS_PER_DAY", whole(0, LARGEST), 0),
+        default_reserve_tokens=get(env, "DEFAULT_RESERVE_TOKENS", whole(1), 1024),
+        log_format=get(env, "LOG_FORMAT", choice(LOG_FORMATS), "text"),
+        log_level=get(env, "LOG_LEVEL", _log_level, "INFO"),
+        log_level_libraries=get(env, "LOG_LEVEL_LIBRARIES", _log_level, "WARNING"),
+        openai_routes=get(env, "OPENAI_ROUTES", subset(OPENAI_FAMILIES), OPENAI_FAMILIES),
+        shutdown_grace=get(env, "SHUTDOWN_GRACE", seconds(zero=True), 30.0),
+        workers=get(env, "WORKERS", whole(1, 64), 1),
+        playground=get(env, "PLAYGROUND", flag, True),
         gateway_keys=_keyring(env),
-        body_timeout=_get(env, "BODY_TIMEOUT", _seconds(), 30.0),
-        header_timeout=_get(env, "HEADER_TIMEOUT", _seconds(), 15.0),
-        allowed_models=_get(env, "ALLOWED_MODELS", _names, ()),
-        max_completion_tokens_cap=_get(env, "MAX_COMPLETION_TOKENS_CAP", _whole(0), 0),
-        max_n=_get(env, "MAX_N", _whole(0), 0),
-        allow_ips=_get(env, "ALLOW_IPS", _networks, ()),
-        deny_ips=_get(env, "DENY_IPS", _networks, ()),
-        ops_allow=_get(env, "OPS_ALLOW", _networks, _networks(OPS_NETWORKS)),
-        ops_token=_get(env, "OPS_TOKEN", Secret, None),
-        cors_origins=_get(env, "CORS_ORIGINS", _origins, ()),
+        body_timeout=get(env, "BODY_TIMEOUT", seconds(), 30.0),
+        header_timeout=get(env, "HEADER_TIMEOUT", seconds(), 15.0),
+        allowed_models=get(env, "ALLOWED_MODELS", names, ()),
+        max_completion_tokens_cap=get(env, "MAX_COMPLETION_TOKENS_CAP", whole(0), 0),
+        max_n=get(env, "MAX_N", whole(0), 0),
+        allow_ips=get(env, "ALLOW_IPS", networks, ()),
+        deny_ips=get(env, "DENY_IPS", networks, ()),
+        ops_allow=get(env, "OPS_ALLOW", networks, networks(OPS_NETWORKS)),
+        ops_token=get(env, "OPS_TOKEN", Secret, None),
+        cors_origins=get(env, "CORS_ORIGINS", origins, ()),
         otel_endpoint=_otel_endpoint(env),
-        otel_service_name=_get(env, "OTEL_SERVICE_NAME", str, "chatgpt-gateway"),
+        otel_service_name=get(env, "OTEL_SERVICE_NAME", str, "chatgpt-gateway"),
     )
     if settings.allowed_models and settings.default_model not in settings.allowed_models:
         raise ConfigError(f"DEFAULT_MODEL={settings.default_model!r} is not in ALLOWED_MODELS")

@@ -19,6 +19,17 @@ async def post(client, body, **kwargs):
     return response, await response.json()
 
 
+def failed(status: int, message: str) -> dict:
+    """The legacy route's envelope for a refused or failed call."""
+    return {"code": status, "msg": "failed", "data": {"response": message}}
+
+
+async def expect_failure(client, status: int, message: str) -> None:
+    response, body = await post(client, {"user_content": "Hi"})
+    assert response.status == status
+    assert body == failed(status, message)
+
+
 async def test_answer_has_every_success_shape(client, fake: FakeUpstream):
     response, body = await post(client, {"user_content": "Hi"})
     assert response.status == 200
@@ -87,13 +98,7 @@ async def test_key_in_body_wins_over_server_key(client, fake):
 
 async def test_no_key_anywhere_is_401(make_client, fake, translator):
     client = await make_client(API_KEY=None)
-    response, body = await post(client, {"user_content": "Hi"})
-    assert response.status == 401
-    assert body == {
-        "code": 401,
-        "msg": "failed",
-        "data": {"response": translator.translate("en", "unauthorized")},
-    }
+    await expect_failure(client, 401, translator.translate("en", "unauthorized"))
     assert fake.received == []
 
 
@@ -274,11 +279,7 @@ async def test_error_envelope(
     assert response.status == status
     assert response.content_type == "application/json"
     body = await response.json()
-    assert body == {
-        "code": status,
-        "msg": "failed",
-        "data": {"response": translator.translate(language, code, **params)},
-    }
+    assert body == failed(status, translator.translate(language, code, **params))
     assert fake.received == []
 
 
@@ -288,11 +289,7 @@ async def test_unknown_path_is_404_envelope(make_client, translator, language):
     for method in ("GET", "POST"):
         response = await client.request(method, "/no/such/path")
         assert response.status == 404
-        assert await response.json() == {
-            "code": 404,
-            "msg": "failed",
-            "data": {"response": translator.translate(language, "not_found")},
-        }
+        assert await response.json() == failed(404, translator.translate(language, "not_found"))
 
 
 @pytest.mark.parametrize(
@@ -319,24 +316,14 @@ async def test_upstream_errors_are_mapped(
         )
         assert response.status == gateway_status
         assert response.headers.get("Retry-After") == ("7" if status == 429 else None)
-        assert body == {
-            "code": gateway_status,
-            "msg": "failed",
-            "data": {"response": translator.translate(language, code, **params)},
-        }
+        assert body == failed(gateway_status, translator.translate(language, code, **params))
 
 
 @pytest.mark.parametrize("language", LANGUAGES)
 async def test_upstream_timeout_is_504(make_client, fake, translator, language):
     fake.first_byte_delay = 2
     client = await make_client(UPSTREAM_TIMEOUT="0.2", LANG=language)
-    response, body = await post(client, {"user_content": "Hi"})
-    assert response.status == 504
-    assert body == {
-        "code": 504,
-        "msg": "failed",
-        "data": {"response": translator.translate(language, "upstream_timeout")},
-    }
+    await expect_failure(client, 504, translator.translate(language, "upstream_timeout"))
 
 
 @pytest.mark.parametrize("language", LANGUAGES)
@@ -344,13 +331,7 @@ async def test_unreachable_upstream_is_502(make_client, unused_tcp_port, transla
     client = await make_client(
         OPENAI_BASE_URL=f"http://127.0.0.1:{unused_tcp_port}/v1", LANG=language
     )
-    response, body = await post(client, {"user_content": "Hi"})
-    assert response.status == 502
-    assert body == {
-        "code": 502,
-        "msg": "failed",
-        "data": {"response": translator.translate(language, "upstream_unavailable")},
-    }
+    await expect_failure(client, 502, translator.translate(language, "upstream_unavailable"))
 
 
 @pytest.mark.parametrize("language", LANGUAGES)
@@ -370,11 +351,7 @@ async def test_internal_error_hides_its_text(
     assert response.status == 500
     text = await response.text()
     assert "secret" not in text and "Traceback" not in text
-    assert json.loads(text) == {
-        "code": 500,
-        "msg": "failed",
-        "data": {"response": translator.translate(language, "internal_error")},
-    }
+    assert json.loads(text) == failed(500, translator.translate(language, "internal_error"))
     assert "secret internals" in caplog.text
 
 

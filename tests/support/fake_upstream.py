@@ -12,6 +12,7 @@ import base64
 import email.parser
 import json
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -208,7 +209,11 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         usage = _usage(fake.prompt_tokens, fake.completion_tokens())
         return _completion(model, created, message, "stop", usage)
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-    return await _stream(request, fake, model, created, include_usage)
+
+    async def write_events(response: web.StreamResponse) -> bool:
+        return await _chat_events(request, response, fake, model, created, include_usage)
+
+    return await _event_stream(request, fake, write_events)
 
 
 def _tool_call(fake: FakeUpstream, body: dict[str, Any], model: str, created: int) -> web.Response:
@@ -235,12 +240,32 @@ def _completion(
     )
 
 
-async def _stream(
-    request: web.Request, fake: FakeUpstream, model: str, created: int, include_usage: bool
+async def _event_stream(
+    request: web.Request,
+    fake: FakeUpstream,
+    write_events: Callable[[web.StreamResponse], Awaitable[bool]],
 ) -> web.StreamResponse:
+    """An SSE response around `write_events`, which says whether the stream ran to its end."""
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
     await response.prepare(request)
+    try:
+        if await write_events(response):
+            await response.write_eof()
+            fake.finished.set()
+    except (ConnectionResetError, asyncio.CancelledError):
+        fake.cancelled.set()
+        raise
+    return response
 
+
+async def _chat_events(
+    request: web.Request,
+    response: web.StreamResponse,
+    fake: FakeUpstream,
+    model: str,
+    created: int,
+    include_usage: bool,
+) -> bool:
     async def send(payload: bytes) -> None:
         fake.stream_bytes.append(payload)
         if fake.split_events and len(payload) > 8:
@@ -254,44 +279,38 @@ async def _stream(
     def event(data: dict[str, Any]) -> bytes:
         return f"data: {json.dumps(data)}\n\n".encode()
 
-    try:
-        if fake.first_chunk_delay:
-            await asyncio.sleep(fake.first_chunk_delay)
-        await send(event(_chunk(model, created, {"role": "assistant", "content": ""}, None)))
-        for index, piece in enumerate(fake.answer):
-            if fake.cut_after is not None and index == fake.cut_after:
-                assert request.transport is not None
-                request.transport.close()
-                return response
-            if fake.oversized_after is not None and index == fake.oversized_after:
-                await response.write(b"data: " + b"x" * (2 * 1024 * 1024))
-                await response.write_eof()
-                return response
-            if fake.garbage_after is not None and index == fake.garbage_after:
-                await send(b"data: {this is not json\n\n")
-                await response.write_eof()
-                return response
-            if fake.error_event_after is not None and index == fake.error_event_after:
-                await send(event(_error_body(500, "The server had an error mid-stream")))
-                await response.write_eof()
-                return response
-            if index and fake.chunk_delay:
-                await asyncio.sleep(fake.chunk_delay)
-            if index == 1 and fake.hold_after_first is not None:
-                await fake.hold_after_first.wait()
-            await send(event(_chunk(model, created, {"content": piece}, None)))
-        await send(event(_chunk(model, created, {}, "stop")))
-        if include_usage:
-            usage = _usage(fake.prompt_tokens, fake.completion_tokens())
-            final = {**_chunk(model, created, {}, None), "choices": [], "usage": usage}
-            await send(event(final))
-        await send(b"data: [DONE]\n\n")
-        await response.write_eof()
-        fake.finished.set()
-    except (ConnectionResetError, asyncio.CancelledError):
-        fake.cancelled.set()
-        raise
-    return response
+    if fake.first_chunk_delay:
+        await asyncio.sleep(fake.first_chunk_delay)
+    await send(event(_chunk(model, created, {"role": "assistant", "content": ""}, None)))
+    for index, piece in enumerate(fake.answer):
+        if fake.cut_after is not None and index == fake.cut_after:
+            assert request.transport is not None
+            request.transport.close()
+            return False
+        if fake.oversized_after is not None and index == fake.oversized_after:
+            await response.write(b"data: " + b"x" * (2 * 1024 * 1024))
+            await response.write_eof()
+            return False
+        if fake.garbage_after is not None and index == fake.garbage_after:
+            await send(b"data: {this is not json\n\n")
+            await response.write_eof()
+            return False
+        if fake.error_event_after is not None and index == fake.error_event_after:
+            await send(event(_error_body(500, "The server had an error mid-stream")))
+            await response.write_eof()
+            return False
+        if index and fake.chunk_delay:
+            await asyncio.sleep(fake.chunk_delay)
+        if index == 1 and fake.hold_after_first is not None:
+            await fake.hold_after_first.wait()
+        await send(event(_chunk(model, created, {"content": piece}, None)))
+    await send(event(_chunk(model, created, {}, "stop")))
+    if include_usage:
+        usage = _usage(fake.prompt_tokens, fake.completion_tokens())
+        final = {**_chunk(model, created, {}, None), "choices": [], "usage": usage}
+        await send(event(final))
+    await send(b"data: [DONE]\n\n")
+    return True
 
 
 async def completions(request: web.Request) -> web.StreamResponse:
@@ -380,8 +399,6 @@ async def responses(request: web.Request) -> web.StreamResponse:
     text = "".join(fake.answer)
     if not body.get("stream"):
         return web.json_response(_response(fake, model, "completed", text))
-    response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-    await response.prepare(request)
     item = {"type": "message", "id": "msg_fake", "status": "in_progress", "role": "assistant"}
     part = {"type": "output_text", "text": "", "annotations": []}
     where = {"item_id": "msg_fake", "output_index": 0, "content_index": 0}
@@ -393,7 +410,8 @@ async def responses(request: web.Request) -> web.StreamResponse:
         {"type": "response.output_text.done", **where, "text": text},
         {"type": "response.completed", "response": _response(fake, model, "completed", text)},
     ]
-    try:
+
+    async def write_events(response: web.StreamResponse) -> bool:
         for number, event in enumerate(events):
             if event["type"] == "response.output_text.delta" and fake.chunk_delay:
                 await asyncio.sleep(fake.chunk_delay)
@@ -401,12 +419,9 @@ async def responses(request: web.Request) -> web.StreamResponse:
             payload = f"event: {event['type']}\ndata: {data}\n\n".encode()
             fake.stream_bytes.append(payload)
             await response.write(payload)
-        await response.write_eof()
-        fake.finished.set()
-    except (ConnectionResetError, asyncio.CancelledError):
-        fake.cancelled.set()
-        raise
-    return response
+        return True
+
+    return await _event_stream(request, fake, write_events)
 
 
 _CATEGORIES = ("harassment", "hate", "self-harm", "sexual", "violence")

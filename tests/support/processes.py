@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import signal
@@ -13,6 +14,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -61,6 +63,15 @@ class Process:
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
+
+    def json_lines(self) -> list[dict[str, Any]]:
+        """The records of a LOG_FORMAT=json log; lines that are not JSON are left out."""
+        return [json.loads(line) for line in self.output().splitlines() if line.startswith("{")]
+
+    def text_lines(self, level: str) -> list[str]:
+        """`logger: message` of every line of a text log at `level` (INFO, WARNING ...)."""
+        marker = f" {level} "
+        return [line.split(marker, 1)[1] for line in self.output().splitlines() if marker in line]
 
     def alive(self) -> bool:
         return self.popen.poll() is None

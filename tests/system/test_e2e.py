@@ -8,7 +8,6 @@ sees comes from nginx (127.0.0.1), so only X-Forwarded-For can tell the clients 
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import signal
 import sys
@@ -92,11 +91,9 @@ class Stack:
     def access_lines(self) -> list[dict]:
         lines = []
         for process in self.gateways:
-            for line in process.output().splitlines():
-                if line.startswith("{"):
-                    record = json.loads(line)
-                    if record.get("logger") == "gateway.access":
-                        lines.append(record)
+            for record in process.json_lines():
+                if record.get("logger") == "gateway.access":
+                    lines.append(record)
         return lines
 
 

@@ -177,17 +177,8 @@ def test_playground_streams_counts_down_and_explains_the_429(
     browser: WebDriver, site: str, language: str, route: str, width: int
 ) -> None:
     translator = Translator.load()
-    wait = WebDriverWait(browser, DEADLINE, poll_frequency=0.05)
     browser.set_window_size(width, 1000)
-    browser.get(f"{site}/playground")
-    wait.until(lambda d: d.find_element(By.ID, "legacy-route").text == "POST /api")
-
-    Select(browser.find_element(By.ID, "language")).select_by_value(language)
-    wait.until(
-        lambda d: d.find_element(By.TAG_NAME, "html").get_attribute("lang") == TAGS[language]
-    )
-    browser.find_element(By.CSS_SELECTOR, f'input[name="route"][value="{route}"]').click()
-    browser.find_element(By.ID, "prompt").send_keys("Say hello")
+    wait = open_page(browser, site, language, route)
     browser.execute_script(OBSERVE_ANSWER)
 
     # First call: the answer grows piece by piece, and the limits show one call used.

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import json
 import subprocess
 import sys
 import time
@@ -73,10 +72,7 @@ class Replicas:
         """(time, client, limit source) of every admitted request, from the access lines."""
         found = []
         for process in self.processes:
-            for line in process.output().splitlines():
-                if not line.startswith("{"):
-                    continue
-                record = json.loads(line)
+            for record in process.json_lines():
                 if record.get("logger") == "gateway.access" and record.get("status") == 403:
                     at = datetime.fromisoformat(record["time"]).timestamp()
                     found.append((at, record["client_ip"], record.get("limit_source", "")))

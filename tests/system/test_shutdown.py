@@ -61,7 +61,7 @@ async def test_a_stream_in_flight_completes_after_sigterm(
         assert "".join(data["delta"] for _, data in answer[:-1]) == "Hello, world!"
         assert answer[-1][1]["current_response"] == "Hello, world!"
         assert await proc.wait(20) == 0
-        lines = [json.loads(line) for line in proc.output().splitlines() if line.startswith("{")]
+        lines = proc.json_lines()
         streamed = [x for x in lines if x.get("route") == "/api"]
         assert [(x["status"], x["method"]) for x in streamed] == [(200, "POST")]
     finally:
@@ -109,7 +109,7 @@ async def test_streams_longer_than_the_grace_end_with_the_error_event_and_the_pr
         assert (name, envelope["code"], envelope["msg"]) == ("error", 503, "failed")
         name, error = last_event(first[1] + relayed_rest)
         assert name is None and error["error"]["code"] == "shutting_down"
-        lines = [json.loads(line) for line in proc.output().splitlines() if line.startswith("{")]
+        lines = proc.json_lines()
         cut = [x for x in lines if x.get("route") in ("/api", "/v1/chat/completions")]
         assert sorted((x["route"], x["status"], x.get("cut")) for x in cut) == [
             ("/api", 200, "shutdown"),

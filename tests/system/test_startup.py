@@ -24,8 +24,10 @@ pytestmark = pytest.mark.e2e
 KEY = "sk-do-not-print-me-4242"
 
 
-def info_lines(output: str) -> list[str]:
-    return [line.split(": ", 1)[1] for line in output.splitlines() if " INFO gateway" in line]
+def info_lines(process: Process) -> list[str]:
+    """The messages the gateway's own loggers wrote at INFO."""
+    lines = process.text_lines("INFO")
+    return [line.split(": ", 1)[1] for line in lines if line.startswith("gateway")]
 
 
 async def test_the_block_names_every_setting_that_matters_and_never_the_key(tmp_path):
@@ -55,7 +57,7 @@ async def test_the_block_names_every_setting_that_matters_and_never_the_key(tmp_
         proc.close()
     output = proc.output()
     assert KEY not in output and "hunter2" not in output
-    lines = info_lines(output)
+    lines = info_lines(proc)
     assert lines[0].startswith("chatgpt-gateway ")
     assert lines[1:] == [
         f"listening on http://127.0.0.1:{port} (legacy route /api)",
@@ -72,10 +74,7 @@ async def test_the_block_names_every_setting_that_matters_and_never_the_key(tmp_
         "stopped",
     ]
     # HOST is loopback here: no open-relay warning. The one warning: nothing answers on 6390.
-    warnings = [
-        line.split(" WARNING ", 1)[1] for line in output.splitlines() if " WARNING " in line
-    ]
-    assert warnings == [
+    assert proc.text_lines("WARNING") == [
         "gateway.limits.limiter: Redis at 127.0.0.1:6390 database 3 did not answer at start-up "
         "(ConnectionError); REDIS_FAILURE_MODE=closed decides until it does"
     ]
@@ -90,13 +89,13 @@ async def test_an_open_relay_is_a_warning_and_the_defaults_read_plainly(tmp_path
         proc.close()
     output = proc.output()
     assert KEY not in output
-    lines = info_lines(output)
+    lines = info_lines(proc)
     assert "limits: none" in lines and "token budgets: none" in lines
     assert "limiter: embedded (in-process, one replica)" in lines
     assert "playground: on at /playground" in lines
     assert any(
-        " WARNING gateway: open relay: API_KEY is set and HOST=0.0.0.0 is not loopback" in line
-        for line in output.splitlines()
+        line.startswith("gateway: open relay: API_KEY is set and HOST=0.0.0.0 is not loopback")
+        for line in proc.text_lines("WARNING")
     )
 
 
@@ -107,7 +106,7 @@ async def test_a_cluster_is_named_as_such(tmp_path):
         await wait_until_serving(f"http://127.0.0.1:{port}/healthz", proc)
     finally:
         proc.close()
-    lines = info_lines(proc.output())
+    lines = info_lines(proc)
     assert "limiter: Redis Cluster at 127.0.0.1:7000, REDIS_FAILURE_MODE=local, REPLICAS=1" in lines
     assert "server API_KEY not set (clients bring their own)" in lines
 

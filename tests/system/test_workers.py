@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import json
 import os
 import signal
 
@@ -28,11 +27,6 @@ LIMIT = 20
 REQUESTS = 100
 
 
-def log_lines(process: Process) -> list[dict[str, object]]:
-    lines = process.output().splitlines()
-    return [json.loads(line) for line in lines if line.startswith("{")]
-
-
 def gone(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -48,7 +42,7 @@ async def until_listening(process: Process, count: int, deadline: float = 30.0) 
     while True:
         listening = {
             line["pid"]
-            for line in log_lines(process)
+            for line in process.json_lines()
             if str(line["message"]).startswith("listening on ")
         }
         if len(listening) >= count:
@@ -106,7 +100,7 @@ async def test_two_workers_admit_exactly_the_limit_then_stop_together(workers):
         statuses = await asyncio.gather(*[ask() for _ in range(REQUESTS)])
     assert collections.Counter(statuses) == {200: LIMIT, 429: REQUESTS - LIMIT}
 
-    lines = log_lines(process)
+    lines = process.json_lines()
     started = {line["pid"] for line in lines if str(line["message"]).startswith("worker ")}
     served = {line["pid"] for line in lines if line.get("route") == "/api"}
     assert len(started) == 2 and process.pid not in started
