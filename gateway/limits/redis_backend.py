@@ -9,11 +9,14 @@ from collections.abc import Sequence
 from importlib.resources import files
 from typing import Any
 
+from redis.exceptions import NoScriptError
+
 from gateway.config import Limit
 from gateway.limits.backend import BackendUnavailable, Verdict
 from gateway.limits.redis_link import (
     FAILURES,
     POOL_SIZE,
+    Link,
     RedisClient,
     RedisHealth,
     budget_keys_for,
@@ -79,6 +82,9 @@ class RedisBackend:
         self.health = RedisHealth(redis, timeout, probe_timeout, mode)
         self._script = redis.register_script(SCRIPT)
         self._settle = redis.register_script(SETTLE_SCRIPT)
+        # One Redis over redis-py's connections: calls go straight on our own; else (a Cluster,
+        # fakeredis) through the client's script objects.
+        self._link = Link(redis) if Link.fits(redis) else None
         # Calls wait here rather than open a connection each: a burst never storms Redis.
         self._slots = asyncio.Semaphore(POOL_SIZE)
 
@@ -88,9 +94,14 @@ class RedisBackend:
         at once), one that is merely slow here is waited for by them."""
         try:
             async with asyncio.timeout(self.timeout):
-                await asyncio.gather(*(self.redis.ping() for _ in range(connections)))
-                for script in (self._script, self._settle):
-                    await self.redis.script_load(script.script)
+                if self._link is None:
+                    await asyncio.gather(*(self.redis.ping() for _ in range(connections)))
+                    for script in (self._script, self._settle):
+                        await self.redis.script_load(script.script)
+                else:
+                    await asyncio.gather(*(self._link.call("PING") for _ in range(connections)))
+                    for script in (self._script, self._settle):
+                        await self._link.call("SCRIPT", "LOAD", script.script)
         except FAILURES as exc:
             raise BackendUnavailable(failure_name(exc)) from exc
 
@@ -117,7 +128,10 @@ class RedisBackend:
         started = time.monotonic()
         try:
             async with self._slots, asyncio.timeout(self.timeout):
-                reply = await script(keys=keys, args=args)
+                if self._link is None:
+                    reply = await script(keys=keys, args=args)
+                else:
+                    reply = await self._evalsha(self._link, script, keys, args)
         except FAILURES as exc:
             if decides:
                 self.health.failed(started, exc)
@@ -126,8 +140,19 @@ class RedisBackend:
             self.health.succeeded()
         return reply
 
+    @staticmethod
+    async def _evalsha(link: Link, script: Any, keys: list[str], args: list[Any]) -> Any:
+        try:
+            return await link.call("EVALSHA", script.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            # A Redis restarted or flushed since the script was loaded: load it, send again.
+            await link.call("SCRIPT", "LOAD", script.script)
+            return await link.call("EVALSHA", script.sha, len(keys), *keys, *args)
+
     async def ready(self) -> bool:
         return not self.health.down and await self.health.ping()
 
     async def aclose(self) -> None:
         await self.health.aclose()
+        if self._link is not None:
+            await self._link.aclose()
