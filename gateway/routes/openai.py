@@ -65,6 +65,9 @@ def _openai_shaped(body: bytes) -> dict[str, Any] | None:
 
 
 def _event_name(event: bytes) -> bytes:
+    if b"event:" not in event:
+        # Chat completions name no events: most events need no splitting into lines.
+        return b""
     for line in event.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n"):
         if line.startswith(b"event:"):
             return line[6:].strip()
