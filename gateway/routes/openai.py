@@ -24,7 +24,15 @@ from gateway.http.auth import bearer, upstream_key
 from gateway.http.body import parse_json_object, read_body
 from gateway.http.caps import check_call, model_allowed
 from gateway.http.render import dumps, fail_stream, openai_error
-from gateway.http.sse import SSE_HEADERS, ClientGone, Heartbeat, end_with, send, sse_event
+from gateway.http.sse import (
+    SSE_HEADERS,
+    ClientGone,
+    EventStream,
+    Heartbeat,
+    end_with,
+    send,
+    sse_event,
+)
 from gateway.keys import ADMISSION_KEY, EXCHANGE_KEY, SETTINGS_KEY, UPSTREAM_KEY
 from gateway.limits.admission import Admission
 from gateway.limits.budget import with_usage, worst_case
@@ -134,7 +142,7 @@ async def relay(
     admission = request.get(ADMISSION_KEY)
     meter = admission.meter if admission is not None else None
     exchange = request[EXCHANGE_KEY]
-    response = web.StreamResponse(headers=SSE_HEADERS.copy())
+    response = EventStream(headers=SSE_HEADERS.copy())
     beat = Heartbeat(request, response, interval if stream else None)
     headers = _forward_headers(request, content_type if body is not None else None, key)
     try:
