@@ -159,6 +159,7 @@ async def limiter_vs_ping(url: str) -> str:
             await limiter.hit(f"10.0.{n % 250}.1")
             samples["hit"].append(time.perf_counter() - start)
     finally:
+        await limiter.aclose()
         await client.aclose()
     ping, hit = (statistics.median(samples[k]) for k in ("ping", "hit"))
     return (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable, Sequence
 
@@ -31,6 +32,21 @@ def parse_address(raw: str) -> Address | None:
     return address
 
 
+# A process sees few distinct peers and clients: each is parsed and written out once. Only what
+# the socket says is cached, never a header's text, which a client may vary at will.
+_SEEN = 4096
+
+
+@functools.lru_cache(maxsize=_SEEN)
+def _peer_address(peer: str) -> Address | None:
+    return parse_address(peer)
+
+
+@functools.lru_cache(maxsize=_SEEN)
+def address_text(address: Address) -> str:
+    return str(address)
+
+
 def within(address: Address, networks: Sequence[Network]) -> bool:
     return any(address.version == net.version and address in net for net in networks)
 
@@ -46,7 +62,7 @@ def client_address(
     address stops the walk at the last address we could check. None only for a peer that is no IP
     (a Unix socket).
     """
-    address = parse_address(peer) if peer else None
+    address = _peer_address(peer) if peer else None
     if address is None or not within(address, proxies):
         return address
     hops = [item for value in forwarded_for for item in value.split(",") if item.strip()]
@@ -60,6 +76,7 @@ def client_address(
     return address
 
 
+@functools.lru_cache(maxsize=_SEEN)
 def bucket(address: Address | None, ipv6_prefix: int) -> str:
     """The rate-limit bucket: one per IPv4 address, one per IPv6 network of ipv6_prefix bits."""
     if address is None:

@@ -16,7 +16,7 @@ from gateway.errors import (
 )
 from gateway.http.auth import authenticate, bearer
 from gateway.http.caps import check_address, check_ops
-from gateway.http.client_ip import bucket, client_address
+from gateway.http.client_ip import address_text, bucket, client_address
 from gateway.http.render import dumps, error_body
 from gateway.keys import (
     ADMISSION_KEY,
@@ -81,7 +81,7 @@ async def admission_middleware(request: web.Request, handler: Handler) -> web.St
     forwarded = request.headers.getall("X-Forwarded-For", ())
     address = client_address(request.remote, forwarded, settings.trusted_proxies)
     if address is not None:
-        request[CLIENT_IP_KEY] = str(address)
+        request[CLIENT_IP_KEY] = address_text(address)
     policy = request.app[POLICIES_KEY].of(request)
     if policy.private:
         check_ops(settings, address, bearer(request))

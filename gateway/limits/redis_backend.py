@@ -12,11 +12,13 @@ from importlib.resources import files
 from typing import Any
 
 from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import NoScriptError
 
 from gateway.limits.backend import BackendUnavailable, Subject, Verdict
 from gateway.limits.redis_link import (
     FAILURES,
     POOL_SIZE,
+    Link,
     RedisClient,
     RedisHealth,
     budget_keys_for,
@@ -90,6 +92,9 @@ class RedisBackend:
         self._take_back_script = redis.register_script(TAKE_BACK_SCRIPT)
         # A Cluster keeps each subject in its own slot: one script cannot reach them all.
         self.cluster = isinstance(redis, RedisCluster)
+        # One Redis over redis-py's connections: calls go straight on our own; else (a Cluster,
+        # fakeredis) through the client's script objects.
+        self._link = Link(redis) if Link.fits(redis) else None
         # Calls wait here rather than open a connection each: a burst never storms Redis.
         self._slots = asyncio.Semaphore(POOL_SIZE)
 
@@ -99,9 +104,15 @@ class RedisBackend:
         at once), one that is merely slow here is waited for by them."""
         try:
             async with asyncio.timeout(self.timeout):
-                await asyncio.gather(*(self.redis.ping() for _ in range(connections)))
-                for script in (self._script, self._settle, self._take_back_script):
-                    await self.redis.script_load(script.script)
+                scripts = (self._script, self._settle, self._take_back_script)
+                if self._link is None:
+                    await asyncio.gather(*(self.redis.ping() for _ in range(connections)))
+                    for script in scripts:
+                        await self.redis.script_load(script.script)
+                else:
+                    await asyncio.gather(*(self._link.call("PING") for _ in range(connections)))
+                    for script in scripts:
+                        await self._link.call("SCRIPT", "LOAD", script.script)
         except FAILURES as exc:
             raise BackendUnavailable(failure_name(exc)) from exc
 
@@ -201,7 +212,10 @@ class RedisBackend:
         started = time.monotonic()
         try:
             async with self._slots, asyncio.timeout(self.timeout):
-                reply = await script(keys=keys, args=args)
+                if self._link is None:
+                    reply = await script(keys=keys, args=args)
+                else:
+                    reply = await self._evalsha(self._link, script, keys, args)
         except FAILURES as exc:
             if decides:
                 self.health.failed(started, exc)
@@ -210,8 +224,19 @@ class RedisBackend:
             self.health.succeeded()
         return reply
 
+    @staticmethod
+    async def _evalsha(link: Link, script: Any, keys: list[str], args: list[Any]) -> Any:
+        try:
+            return await link.call("EVALSHA", script.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            # A Redis restarted or flushed since the script was loaded: load it, send again.
+            await link.call("SCRIPT", "LOAD", script.script)
+            return await link.call("EVALSHA", script.sha, len(keys), *keys, *args)
+
     async def ready(self) -> bool:
         return not self.health.down and await self.health.ping()
 
     async def aclose(self) -> None:
         await self.health.aclose()
+        if self._link is not None:
+            await self._link.aclose()

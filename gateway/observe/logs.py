@@ -38,6 +38,7 @@ class JsonFormatter(logging.Formatter):
 _UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _PLAIN = re.compile(r"[^\s\"=]*")
 TRACEBACK_PREFIX = "  | "
+_NUMBERS = frozenset({int, float, bool})
 
 
 def escape(text: str) -> str:
@@ -48,6 +49,9 @@ def escape(text: str) -> str:
 
 
 def _value(value: object) -> str:
+    if value is None or type(value) in _NUMBERS:
+        # Nothing to quote or escape: most of an access line's values.
+        return str(value)
     text = str(value)
     return escape(text if _PLAIN.fullmatch(text) else json.dumps(text, ensure_ascii=False))
 

@@ -17,7 +17,7 @@ from gateway.http.auth import upstream_key
 from gateway.http.body import read_json_object
 from gateway.http.caps import check_model
 from gateway.http.render import dumps, fail_stream
-from gateway.http.sse import SSE_HEADERS, sse_event
+from gateway.http.sse import SSE_HEADERS, EventStream, sse_event
 from gateway.keys import ADMISSION_KEY, EXCHANGE_KEY, SETTINGS_KEY, UPSTREAM_KEY
 from gateway.limits.budget import Meter, prompt_estimate
 from gateway.upstream.chat import ChatRequest, Delta
@@ -213,7 +213,7 @@ async def _relay(
 
     The deltas that arrived together leave in one write. Headers wait for the first text, so a
     fault before it is still a plain error."""
-    response = web.StreamResponse(headers=SSE_HEADERS)
+    response = EventStream(headers=SSE_HEADERS)
     parts: list[str] = []
     try:
         async for deltas in chunks:

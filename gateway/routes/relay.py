@@ -13,7 +13,15 @@ from multidict import CIMultiDict
 
 from gateway.errors import GatewayError, UpstreamUnavailable
 from gateway.http.render import dumps, fail_stream, openai_error
-from gateway.http.sse import SSE_HEADERS, ClientGone, Heartbeat, end_with, send, sse_event
+from gateway.http.sse import (
+    SSE_HEADERS,
+    ClientGone,
+    EventStream,
+    Heartbeat,
+    end_with,
+    send,
+    sse_event,
+)
 from gateway.keys import ADMISSION_KEY, EXCHANGE_KEY, SETTINGS_KEY, UPSTREAM_KEY
 from gateway.limits.admission import Admission
 from gateway.upstream.client import map_status
@@ -54,6 +62,9 @@ def _openai_shaped(body: bytes) -> dict[str, Any] | None:
 
 
 def _event_name(event: bytes) -> bytes:
+    if b"event:" not in event:
+        # Chat completions name no events: most events need no splitting into lines.
+        return b""
     for line in event.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n"):
         if line.startswith(b"event:"):
             return line[6:].strip()
@@ -120,7 +131,7 @@ async def relay(
     admission = request.get(ADMISSION_KEY)
     meter = admission.meter if admission is not None else None
     exchange = request[EXCHANGE_KEY]
-    response = web.StreamResponse(headers=SSE_HEADERS.copy())
+    response = EventStream(headers=SSE_HEADERS.copy())
     beat = Heartbeat(request, response, interval if stream else None)
     headers = _forward_headers(request, content_type if body is not None else None, key)
     try:

@@ -338,8 +338,11 @@ async def test_memory_per_client_is_bounded_by_the_longest_window(real_redis, ke
     """The README's figure: a client at HOUR_LIMIT=50 costs about 1.6 KB, however hard it tries."""
     env = {"KEY_PREFIX": key_prefix, "HOUR_LIMIT": "50"}
     limiter = Limiter(load_settings(env), real_redis, clock=ManualClock())
-    for i in range(200):
-        await hit(limiter, "203.0.113.7", at=T0 + i * 5 * S)
+    try:
+        for i in range(200):
+            await hit(limiter, "203.0.113.7", at=T0 + i * 5 * S)
+    finally:
+        await limiter.aclose()
     key = key_for(key_prefix, "203.0.113.7")
     assert await real_redis.zcard(key) == 50
     assert await real_redis.memory_usage(key, samples=0) <= 50 * 40 + 200
