@@ -92,6 +92,7 @@ class Settings:
     gateway_keys: Keyring = field(default_factory=Keyring)
     body_timeout: float = 30.0
     header_timeout: float = 15.0
+    send_timeout: float = 30.0
     allowed_models: tuple[str, ...] = ()
     max_completion_tokens_cap: int = 0
     max_n: int = 0
@@ -227,6 +228,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         gateway_keys=_keyring(env),
         body_timeout=get(env, "BODY_TIMEOUT", seconds(), 30.0),
         header_timeout=get(env, "HEADER_TIMEOUT", seconds(), 15.0),
+        send_timeout=get(env, "SEND_TIMEOUT", seconds(), 30.0),
         allowed_models=get(env, "ALLOWED_MODELS", names, ()),
         max_completion_tokens_cap=get(env, "MAX_COMPLETION_TOKENS_CAP", whole(0), 0),
         max_n=get(env, "MAX_N", whole(0), 0),

@@ -5,7 +5,8 @@ before any middleware or signal runs, with a text/plain body and a logged traceb
 no request head: a client sending its headers a byte every few seconds holds the connection. The
 app's server is made to build a handler that renders the legacy envelope with a request id, logs
 one WARNING line at most a second (the rest are counted into the next line), and closes a
-connection whose request line and headers are not in within HEADER_TIMEOUT of their first byte.
+connection whose request line and headers are not in within HEADER_TIMEOUT of their first byte,
+and one whose client reads nothing of its answer for SEND_TIMEOUT while the answer waits.
 """
 
 from __future__ import annotations
@@ -49,27 +50,22 @@ class _Quiet:
         self.last = -1.0
         self.held = 0
 
-    def note(self, status: int, exc: BaseException | None, remote: str | None) -> None:
+    def note(self, message: str, *args: object) -> None:
         now = time.monotonic()
         if now - self.last < 1.0:
             self.held += 1
             return
         self.last, held, self.held = now, self.held, 0
-        log.warning(
-            "rejected a request from %s with %s: %s%s",
-            remote,
-            status,
-            type(exc).__name__ if exc is not None else "error",
-            f" ({held} more not logged)" if held else "",
-        )
+        log.warning(message + (f" ({held} more not logged)" if held else ""), *args)
 
 
 class _Handler(RequestHandler):
-    __slots__ = ("_head_late", "_head_timer", "_last_body")
+    __slots__ = ("_head_late", "_head_timer", "_last_body", "_send_timer")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._head_timer: asyncio.TimerHandle | None = None
+        self._send_timer: asyncio.TimerHandle | None = None
         self._head_late = False
         # The body of the last request parsed: until it is whole, bytes received are body bytes.
         self._last_body: StreamReader | None = None
@@ -109,10 +105,35 @@ class _Handler(RequestHandler):
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
+    def pause_writing(self) -> None:
+        # The client is not reading what we send: its buffers and ours are full. If it reads
+        # nothing more for SEND_TIMEOUT, it is cut off (and its upstream call with it).
+        super().pause_writing()
+        server = self._manager
+        if self._send_timer is None and isinstance(server, _Server):
+            self._send_timer = self._loop.call_later(server.send_timeout, self._send_too_slow)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
+
+    def _send_too_slow(self) -> None:
+        self._send_timer = None
+        server = self._manager
+        if self.transport is not None and isinstance(server, _Server):
+            peer = self.transport.get_extra_info("peername")
+            server.quiet.note(
+                "cut off %s: it read nothing of its answer for %gs", peer, server.send_timeout
+            )
+            self.transport.abort()
+
     def connection_lost(self, exc: BaseException | None) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
+        for timer in (self._head_timer, self._send_timer):
+            if timer is not None:
+                timer.cancel()
+        self._head_timer = self._send_timer = None
         super().connection_lost(exc)
 
     def handle_error(
@@ -125,7 +146,12 @@ class _Handler(RequestHandler):
         server = self._manager
         if request.writer.output_size > 0 or not isinstance(server, _Server):
             return super().handle_error(request, status, exc, message)
-        server.quiet.note(status, exc, request.remote)
+        server.quiet.note(
+            "rejected a request from %s with %s: %s",
+            request.remote,
+            status,
+            type(exc).__name__ if exc is not None else "error",
+        )
         params: dict[str, object] = {}
         if isinstance(exc, HeadTimeout):
             code, params["seconds"] = "header_timeout", f"{server.header_timeout:g}"
@@ -142,12 +168,19 @@ class _Handler(RequestHandler):
 
 class _Server(web.Server):
     def __init__(
-        self, *args: Any, render: Render, quiet: _Quiet, header_timeout: float, **kwargs: Any
+        self,
+        *args: Any,
+        render: Render,
+        quiet: _Quiet,
+        header_timeout: float,
+        send_timeout: float,
+        **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.render = render
         self.quiet = quiet
         self.header_timeout = header_timeout
+        self.send_timeout = send_timeout
 
     def __call__(self) -> RequestHandler:
         return _Handler(self, loop=self._loop, **self._kwargs)
@@ -158,6 +191,7 @@ def install(app: web.Application) -> None:
     legacy envelope."""
     original = app._make_handler
     header_timeout = app[SETTINGS_KEY].header_timeout
+    send_timeout = app[SETTINGS_KEY].send_timeout
     render = partial(_envelope, app)
     quiet = _Quiet()
 
@@ -171,6 +205,7 @@ def install(app: web.Application) -> None:
             render=render,
             quiet=quiet,
             header_timeout=header_timeout,
+            send_timeout=send_timeout,
             **made._kwargs,
         )
 

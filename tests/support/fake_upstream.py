@@ -462,11 +462,16 @@ async def speech(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse(headers={"Content-Type": kind})
     response.enable_chunked_encoding()
     await response.prepare(request)
-    for index, piece in enumerate(fake.speech):
-        if index and fake.chunk_delay:
-            await asyncio.sleep(fake.chunk_delay)
-        await response.write(piece)
-    await response.write_eof()
+    try:
+        for index, piece in enumerate(fake.speech):
+            if index and fake.chunk_delay:
+                await asyncio.sleep(fake.chunk_delay)
+            await response.write(piece)
+        await response.write_eof()
+    except (ConnectionResetError, asyncio.CancelledError):
+        fake.cancelled.set()  # the gateway hung up
+        raise
+    fake.finished.set()
     return response
 
 
