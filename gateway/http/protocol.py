@@ -60,10 +60,12 @@ class _Quiet:
 
 
 class _Handler(RequestHandler):
-    __slots__ = ("_head_late", "_head_timer", "_last_body", "_send_timer")
+    __slots__ = ("_head_late", "_head_timer", "_last_body", "_send_timer", "_server")
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, server: _Server, **kwargs: Any) -> None:
+        super().__init__(server, **kwargs)
+        # aiohttp forgets its manager when the connection is lost; errors after that need ours.
+        self._server = server
         self._head_timer: asyncio.TimerHandle | None = None
         self._send_timer: asyncio.TimerHandle | None = None
         self._head_late = False
@@ -73,11 +75,10 @@ class _Handler(RequestHandler):
     def data_received(self, data: bytes) -> None:
         if self._head_late:
             return
-        server = self._manager
+        server = self._server
         if (
             data
             and self._head_timer is None
-            and isinstance(server, _Server)
             and not self._upgraded
             and (self._last_body is None or self._last_body.is_eof())
         ):
@@ -109,9 +110,10 @@ class _Handler(RequestHandler):
         # The client is not reading what we send: its buffers and ours are full. If it reads
         # nothing more for SEND_TIMEOUT, it is cut off (and its upstream call with it).
         super().pause_writing()
-        server = self._manager
-        if self._send_timer is None and isinstance(server, _Server):
-            self._send_timer = self._loop.call_later(server.send_timeout, self._send_too_slow)
+        if self._send_timer is None:
+            self._send_timer = self._loop.call_later(
+                self._server.send_timeout, self._send_too_slow
+            )
 
     def resume_writing(self) -> None:
         super().resume_writing()
@@ -121,8 +123,8 @@ class _Handler(RequestHandler):
 
     def _send_too_slow(self) -> None:
         self._send_timer = None
-        server = self._manager
-        if self.transport is not None and isinstance(server, _Server):
+        server = self._server
+        if self.transport is not None:
             peer = self.transport.get_extra_info("peername")
             server.quiet.note(
                 "cut off %s: it read nothing of its answer for %gs", peer, server.send_timeout
@@ -143,8 +145,12 @@ class _Handler(RequestHandler):
         exc: BaseException | None = None,
         message: str | None = None,
     ) -> web.StreamResponse:
-        server = self._manager
-        if request.writer.output_size > 0 or not isinstance(server, _Server):
+        server = self._server
+        if isinstance(exc, ConnectionResetError) and self.transport is None:
+            # The client went away while its request was read: nothing to answer, no error.
+            log.debug("client %s went away mid-request", request.remote)
+            return web.Response(status=499)
+        if request.writer.output_size > 0:
             return super().handle_error(request, status, exc, message)
         server.quiet.note(
             "rejected a request from %s with %s: %s",

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import socket
 
+from gateway.http.drain import DRAIN_KEY
 from tests.support.fake_upstream import FakeUpstream
 
 MARGIN = 30.0  # generous: the machine may be busy; never a measure of speed
@@ -47,3 +49,33 @@ async def test_a_client_that_reads_gets_the_whole_answer(make_client, fake: Fake
     assert response.status == 200
     assert len(await response.read()) == 16 * MIB
     assert fake.finished.is_set()
+
+
+async def test_a_client_gone_mid_body_is_a_quiet_499(make_client, caplog):
+    client = await make_client()
+    caplog.set_level(logging.DEBUG)
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    writer.write(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: gateway\r\n"
+        b'Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"model"'
+    )
+    await writer.drain()
+
+    def access_lines():
+        return [r for r in caplog.records if r.name == "gateway.access"]
+
+    # Its handler is reading the body when the client goes.
+    handling = client.server.app[DRAIN_KEY].tasks
+    deadline = asyncio.get_running_loop().time() + MARGIN
+    while not handling:
+        assert asyncio.get_running_loop().time() < deadline, "the request never reached a handler"
+        await asyncio.sleep(0.01)
+    writer.transport.abort()
+    deadline = asyncio.get_running_loop().time() + MARGIN
+    while not access_lines():
+        assert asyncio.get_running_loop().time() < deadline, "no access line"
+        await asyncio.sleep(0.01)
+    assert [r.status for r in access_lines()] == [499]
+    loud = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert loud == [], [r.getMessage() for r in loud]
+    assert not any(r.exc_info for r in caplog.records)
