@@ -54,7 +54,7 @@ async def test_a_client_that_reads_gets_the_whole_answer(make_client, fake: Fake
 async def test_a_client_gone_mid_body_is_a_quiet_499(make_client, caplog):
     client = await make_client()
     caplog.set_level(logging.DEBUG)
-    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    _, writer = await asyncio.open_connection(client.server.host, client.server.port)
     writer.write(
         b"POST /v1/chat/completions HTTP/1.1\r\nHost: gateway\r\n"
         b'Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"model"'
