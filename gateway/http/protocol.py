@@ -111,9 +111,7 @@ class _Handler(RequestHandler):
         # nothing more for SEND_TIMEOUT, it is cut off (and its upstream call with it).
         super().pause_writing()
         if self._send_timer is None:
-            self._send_timer = self._loop.call_later(
-                self._server.send_timeout, self._send_too_slow
-            )
+            self._send_timer = self._loop.call_later(self._server.send_timeout, self._send_too_slow)
 
     def resume_writing(self) -> None:
         super().resume_writing()
