@@ -6,6 +6,7 @@ import json
 import logging
 import re
 import sys
+import time
 from datetime import UTC, datetime
 
 from gateway.config import Settings
@@ -43,6 +44,9 @@ _NUMBERS = frozenset({int, float, bool})
 
 def escape(text: str) -> str:
     """The text on one line: each control character written as a \\xNN or \\uNNNN escape."""
+    if text.isprintable():
+        # No control character, no line or paragraph separator: nearly every line, left as it is.
+        return text
     return _UNSAFE.sub(
         lambda m: f"\\x{ord(m[0]):02x}" if ord(m[0]) < 256 else f"\\u{ord(m[0]):04x}", text
     )
@@ -53,12 +57,25 @@ def _value(value: object) -> str:
         # Nothing to quote or escape: most of an access line's values.
         return str(value)
     text = str(value)
+    if text.isprintable() and " " not in text and '"' not in text and "=" not in text:
+        return text  # what _PLAIN allows, with nothing to escape
     return escape(text if _PLAIN.fullmatch(text) else json.dumps(text, ensure_ascii=False))
 
 
 class TextFormatter(logging.Formatter):
     """One line a record, whatever a client managed to put in it: every value is escaped, and
     a traceback's lines all start with TRACEBACK_PREFIX, so none can pass for a record."""
+
+    _second: tuple[int, str] = (-1, "")
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        # The base class's format, its date and time worked out once a second, not per record.
+        if datefmt is not None:
+            return super().formatTime(record, datefmt)
+        second = int(record.created)
+        if self._second[0] != second:
+            self._second = (second, time.strftime("%Y-%m-%d %H:%M:%S", self.converter(second)))
+        return f"{self._second[1]},{int(record.msecs):03d}"
 
     def formatMessage(self, record: logging.LogRecord) -> str:
         text = escape(super().formatMessage(record))
