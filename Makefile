@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install lock run try test test-fast lint fmt bench bench-profile up down clean
+.PHONY: install lock run try test test-fast lint fmt bench bench-profile bench-parts up down clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,10 @@ bench: install
 	$(BIN)/python -m bench
 
 # py-spy samples of the gateway under wrk load; py-spy is not a dev dependency: pip install it.
+# What the limiter and the access log each cost, the same gateway run with each turned off.
+bench-parts: install
+	$(BIN)/python -m bench.parts
+
 bench-profile: install
 	$(BIN)/python -m bench.profile
 
