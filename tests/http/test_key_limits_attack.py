@@ -23,6 +23,18 @@ start = test_key_limits.start  # the same gateways, embedded and on Redis
 DEADLINE = 10.0  # only stops a broken test from hanging; never a measure of speed
 
 
+async def on_redis(gateway, redis_url, tmp_path, alice: str, bob: str, address_limit: int):
+    """A gateway on the shared Redis with alice's and bob's keys, and these limits."""
+    keys = tmp_path / "keys"
+    keys.write_text(f"alice:{ALICE} {alice}\nbob:{BOB} {bob}\n")
+    return await gateway(
+        REDIS_URL=redis_url,
+        GATEWAY_KEYS_FILE=keys,
+        TRUSTED_PROXIES="127.0.0.1",
+        MINUTE_LIMIT=address_limit,
+    )
+
+
 async def usage(client, key: str, address: str) -> dict:
     response = await client.get("/v1/usage", headers=as_client(key, address))
     assert response.status == 200
@@ -75,11 +87,7 @@ async def test_a_burst_over_mixed_keys_and_addresses_keeps_every_count_exact(
 async def test_a_key_refused_from_an_address_does_not_refuse_another_key_there(
     gateway, redis_url, tmp_path
 ):
-    keys = tmp_path / "keys"
-    keys.write_text(f"alice:{ALICE} minute_limit=2\nbob:{BOB} minute_limit=5\n")
-    client = await gateway(
-        REDIS_URL=redis_url, GATEWAY_KEYS_FILE=keys, TRUSTED_PROXIES="127.0.0.1", MINUTE_LIMIT=10
-    )
+    client = await on_redis(gateway, redis_url, tmp_path, "minute_limit=2", "minute_limit=5", 10)
     alice = [(await client.get("/api", headers=as_client(ALICE))).status for _ in range(4)]
     assert alice == [403, 403, 429, 429]  # the last refused from the replica's memory
     assert (await client.get("/api", headers=as_client(BOB))).status == 403
@@ -91,11 +99,7 @@ async def test_a_key_refused_from_an_address_does_not_refuse_another_key_there(
 async def test_an_address_refused_does_not_refuse_its_key_from_another_address(
     gateway, redis_url, tmp_path
 ):
-    keys = tmp_path / "keys"
-    keys.write_text(f"alice:{ALICE} minute_limit=10\nbob:{BOB}\n")
-    client = await gateway(
-        REDIS_URL=redis_url, GATEWAY_KEYS_FILE=keys, TRUSTED_PROXIES="127.0.0.1", MINUTE_LIMIT=2
-    )
+    client = await on_redis(gateway, redis_url, tmp_path, "minute_limit=10", "", 2)
     here = [(await client.get("/api", headers=as_client(ALICE))).status for _ in range(4)]
     assert here == [403, 403, 429, 429]
     assert (await client.get("/api", headers=as_client(ALICE, "198.51.100.2"))).status == 403

@@ -97,20 +97,21 @@ async def _compare(client, prefix, address, key, steps, addresses):
             held.append((subjects, member, need))
 
 
+CASES = {
+    "ip_windows": WINDOWS,
+    "ip_budgets": BUDGETS,
+    "key_windows": WINDOWS,
+    "key_budgets": BUDGETS,
+    "steps": STEPS,
+    "addresses": st.integers(1, 2),
+}
 SETTINGS = settings(
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 
 
 @SETTINGS
-@given(
-    ip_windows=WINDOWS,
-    ip_budgets=BUDGETS,
-    key_windows=WINDOWS,
-    key_budgets=BUDGETS,
-    steps=STEPS,
-    addresses=st.integers(1, 2),
-)
+@given(**CASES)
 async def test_property_two_subjects_embedded_and_fakeredis_agree(
     ip_windows, ip_budgets, key_windows, key_budgets, steps, addresses
 ):
@@ -130,14 +131,7 @@ async def test_property_two_subjects_embedded_and_fakeredis_agree(
 
 @pytest.mark.redis
 @SETTINGS
-@given(
-    ip_windows=WINDOWS,
-    ip_budgets=BUDGETS,
-    key_windows=WINDOWS,
-    key_budgets=BUDGETS,
-    steps=STEPS,
-    addresses=st.integers(1, 2),
-)
+@given(**CASES)
 async def test_property_two_subjects_embedded_and_redis_agree(
     real_redis, key_prefix, ip_windows, ip_budgets, key_windows, key_budgets, steps, addresses
 ):
