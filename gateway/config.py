@@ -93,6 +93,7 @@ class Settings:
     body_timeout: float = 30.0
     header_timeout: float = 15.0
     send_timeout: float = 30.0
+    max_connections_per_ip: int = 0
     allowed_models: tuple[str, ...] = ()
     max_completion_tokens_cap: int = 0
     max_n: int = 0
@@ -229,6 +230,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         body_timeout=get(env, "BODY_TIMEOUT", seconds(), 30.0),
         header_timeout=get(env, "HEADER_TIMEOUT", seconds(), 15.0),
         send_timeout=get(env, "SEND_TIMEOUT", seconds(), 30.0),
+        max_connections_per_ip=get(env, "MAX_CONNECTIONS_PER_IP", whole(0), 0),
         allowed_models=get(env, "ALLOWED_MODELS", names, ()),
         max_completion_tokens_cap=get(env, "MAX_COMPLETION_TOKENS_CAP", whole(0), 0),
         max_n=get(env, "MAX_N", whole(0), 0),

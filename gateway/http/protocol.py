@@ -12,17 +12,19 @@ and one whose client reads nothing of its answer for SEND_TIMEOUT while the answ
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 import uuid
 from collections.abc import Callable, Mapping
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 from aiohttp.streams import EMPTY_PAYLOAD, StreamReader
 from aiohttp.web_protocol import RequestHandler, _ErrInfo
 
+from gateway.http.connections import Connections
 from gateway.keys import SETTINGS_KEY, TRANSLATOR_KEY
 from gateway.observe.request_id import REQUEST_ID_HEADER
 
@@ -60,17 +62,40 @@ class _Quiet:
 
 
 class _Handler(RequestHandler):
-    __slots__ = ("_head_late", "_head_timer", "_last_body", "_send_timer", "_server")
+    __slots__ = ("_address", "_head_late", "_head_timer", "_last_body", "_send_timer", "_server")
 
     def __init__(self, server: _Server, **kwargs: Any) -> None:
         super().__init__(server, **kwargs)
         # aiohttp forgets its manager when the connection is lost; errors after that need ours.
         self._server = server
+        self._address: str | None = None  # counted against MAX_CONNECTIONS_PER_IP
         self._head_timer: asyncio.TimerHandle | None = None
         self._send_timer: asyncio.TimerHandle | None = None
         self._head_late = False
         # The body of the last request parsed: until it is whole, bytes received are body bytes.
         self._last_body: StreamReader | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        address = self._server.per_address.open(transport.get_extra_info("peername"))
+        if address is False:
+            # One more than the address may hold: answered at once, then closed.
+            self._head_late = True
+            self._server.quiet.note(
+                "refused a connection from a client address at MAX_CONNECTIONS_PER_IP=%d",
+                self._server.per_address.cap,
+            )
+            status, params = 503, {"limit": self._server.per_address.cap}
+            body = json.dumps(self._server.render(status, "too_many_connections", params))
+            head = (
+                f"HTTP/1.1 {status} Service Unavailable\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body.encode())}\r\nRetry-After: 1\r\n"
+                f"{REQUEST_ID_HEADER}: {uuid.uuid4().hex}\r\nConnection: close\r\n\r\n"
+            )
+            cast(asyncio.WriteTransport, transport).write((head + body).encode())
+            transport.close()
+            return
+        self._address = address
 
     def data_received(self, data: bytes) -> None:
         if self._head_late:
@@ -130,6 +155,9 @@ class _Handler(RequestHandler):
             self.transport.abort()
 
     def connection_lost(self, exc: BaseException | None) -> None:
+        if self._address is not None:
+            self._server.per_address.close(self._address)
+            self._address = None
         for timer in (self._head_timer, self._send_timer):
             if timer is not None:
                 timer.cancel()
@@ -178,6 +206,7 @@ class _Server(web.Server):
         quiet: _Quiet,
         header_timeout: float,
         send_timeout: float,
+        connections: Connections,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
@@ -185,6 +214,7 @@ class _Server(web.Server):
         self.quiet = quiet
         self.header_timeout = header_timeout
         self.send_timeout = send_timeout
+        self.per_address = connections
 
     def __call__(self) -> RequestHandler:
         return _Handler(self, loop=self._loop, **self._kwargs)
@@ -196,6 +226,8 @@ def install(app: web.Application) -> None:
     original = app._make_handler
     header_timeout = app[SETTINGS_KEY].header_timeout
     send_timeout = app[SETTINGS_KEY].send_timeout
+    settings = app[SETTINGS_KEY]
+    connections = Connections(settings.max_connections_per_ip, settings.trusted_proxies)
     render = partial(_envelope, app)
     quiet = _Quiet()
 
@@ -210,6 +242,7 @@ def install(app: web.Application) -> None:
             quiet=quiet,
             header_timeout=header_timeout,
             send_timeout=send_timeout,
+            connections=connections,
             **made._kwargs,
         )
 

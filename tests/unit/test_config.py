@@ -98,6 +98,10 @@ def test_zero_or_empty_limit_means_none(value):
             {"SEND_TIMEOUT": "0"},
             "SEND_TIMEOUT='0' is not valid (expected a number of seconds > 0)",
         ),
+        (
+            {"MAX_CONNECTIONS_PER_IP": "-1"},
+            "MAX_CONNECTIONS_PER_IP='-1' is not valid (expected a whole number >= 0)",
+        ),
         ({"MAX_BODY_BYTES": "0"}, "MAX_BODY_BYTES='0' is not valid (expected a whole number >= 1)"),
         (
             {"MAX_UPSTREAM_BODY_BYTES": "32M"},
