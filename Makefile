@@ -50,11 +50,11 @@ fmt: install
 bench: install
 	$(BIN)/python -m bench
 
-# py-spy samples of the gateway under wrk load; py-spy is not a dev dependency: pip install it.
 # What the limiter and the access log each cost, the same gateway run with each turned off.
 bench-parts: install
 	$(BIN)/python -m bench.parts
 
+# py-spy samples of the gateway under wrk load; py-spy is not a dev dependency: pip install it.
 bench-profile: install
 	$(BIN)/python -m bench.profile
 

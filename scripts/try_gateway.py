@@ -68,9 +68,11 @@ def main() -> None:
         wait_until_serving(f"http://127.0.0.1:{upstream_port}/v1/models", fake)
         port = env.get("PORT", "5000")
         wait_until_serving(f"http://127.0.0.1:{port}/healthz", gateway)
+        keyed = env.get("GATEWAY_KEYS") or env.get("GATEWAY_KEYS_FILE")
+        bearer = "-H 'Authorization: Bearer <your gateway key>' " if keyed else ""
         print(
             f"\nThe gateway is on http://127.0.0.1:{port}, in front of a fake upstream. Try:\n"
-            f"  curl -s http://127.0.0.1:{port}/{env['ROUTE'].strip('/')} "
+            f"  curl -s http://127.0.0.1:{port}/{env['ROUTE'].strip('/')} {bearer}"
             "-H 'Content-Type: application/json' -d '{\"user_content\": \"Hi\"}'\n"
             f"  or open http://127.0.0.1:{port}/playground. Ctrl-C stops both.\n",
             flush=True,

@@ -32,6 +32,14 @@ def _limiter(settings: Settings) -> str:
     )
 
 
+def _keys(settings: Settings) -> str:
+    keys = settings.gateway_keys.keys
+    if not keys:
+        return "none (any client may call)"
+    own = sum(1 for key in keys if key.subject is not None)
+    return f"{len(keys)} ({own} with limits of their own)"
+
+
 def describe(settings: Settings) -> list[str]:
     """One line per fact worth knowing at start; no secret is ever among them."""
     proxies = ", ".join(str(net) for net in settings.trusted_proxies) or "none"
@@ -44,6 +52,7 @@ def describe(settings: Settings) -> list[str]:
         f"token budgets: {_windows(settings.budgets)}"
         + (f", {settings.default_reserve_tokens} reserved by default" if settings.budgets else ""),
         f"limiter: {_limiter(settings)}",
+        f"gateway keys: {_keys(settings)}",
         f"trusted proxies: {proxies}",
         f"language: {settings.language}",
         "OpenAI routes: " + ",".join(settings.openai_routes),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 
@@ -69,3 +70,34 @@ async def test_speech_over_the_cap_is_still_streamed_whole(make_client, fake: Fa
     response = await client.post("/v1/audio/speech", json=body)
     assert response.status == 200
     assert await response.read() == b"a" * CAP + b"b" * CAP
+
+
+async def test_a_legacy_answer_longer_than_the_cap_is_a_502(make_client, fake, translator):
+    """The legacy route holds the answer to send it whole (or, streamed, in its last event):
+    past MAX_UPSTREAM_BODY_BYTES the call ends instead of growing without end."""
+    fake.answer = ["x" * 1000] * 200
+    client = await make_client(MAX_UPSTREAM_BODY_BYTES=5000)
+    response = await client.post("/api", json={"user_content": "Hi"})
+    assert response.status == 502
+    body = await response.json()
+    assert body == {
+        "code": 502,
+        "msg": "failed",
+        "data": {"response": translator.translate("en", "upstream_too_large")},
+    }
+
+
+async def test_a_streamed_legacy_answer_longer_than_the_cap_ends_with_the_error_event(
+    make_client, fake, translator
+):
+    fake.answer = ["x" * 1000] * 200
+    client = await make_client(MAX_UPSTREAM_BODY_BYTES=5000)
+    response = await client.post("/api", json={"user_content": "Hi", "stream": True})
+    assert response.status == 200
+    text = await response.text()
+    assert text.count("event: delta") <= 6
+    last = text.rstrip("\n").split("\n\n")[-1]
+    assert last.startswith("event: error\n")
+    error = json.loads(last.split("data: ", 1)[1])
+    assert error["code"] == 502
+    assert error["data"]["response"] == translator.translate("en", "upstream_too_large")

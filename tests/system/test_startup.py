@@ -22,6 +22,7 @@ from tests.support.processes import (
 pytestmark = pytest.mark.e2e
 
 KEY = "sk-do-not-print-me-4242"
+GATEWAY_KEY = "gw-startup-0123456789abcdef"
 
 
 def info_lines(process: Process) -> list[str]:
@@ -43,6 +44,7 @@ async def test_the_block_names_every_setting_that_matters_and_never_the_key(tmp_
         TOKENS_PER_MINUTE="40000",
         REDIS_URL="redis://:hunter2-secret@127.0.0.1:6390/3",
         REDIS_FAILURE_MODE="closed",
+        GATEWAY_KEYS=f"alice:{GATEWAY_KEY} minute_limit=5,bob:{GATEWAY_KEY[::-1]}",
         TRUSTED_PROXIES="10.0.0.0/24",
         LANG="zh_TW.UTF-8",
         OPENAI_ROUTES="chat,models,responses",
@@ -56,7 +58,7 @@ async def test_the_block_names_every_setting_that_matters_and_never_the_key(tmp_
     finally:
         proc.close()
     output = proc.output()
-    assert KEY not in output and "hunter2" not in output
+    assert KEY not in output and "hunter2" not in output and GATEWAY_KEY not in output
     lines = info_lines(proc)
     assert lines[0].startswith("chatgpt-gateway ")
     assert lines[1:] == [
@@ -66,6 +68,7 @@ async def test_the_block_names_every_setting_that_matters_and_never_the_key(tmp_
         "limits: 3 per minute, 50 per hour",
         "token budgets: 40000 per minute, 1024 reserved by default",
         "limiter: Redis at 127.0.0.1:6390 database 3, REDIS_FAILURE_MODE=closed, REPLICAS=1",
+        "gateway keys: 2 (1 with limits of their own)",
         "trusted proxies: 10.0.0.0/24",
         "language: zh_TW",
         "OpenAI routes: chat,models,responses",
