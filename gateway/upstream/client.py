@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
-from contextlib import aclosing, asynccontextmanager
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import asynccontextmanager
 from urllib.parse import urlsplit
 
 import aiohttp
-from openai.types.chat import ChatCompletionMessageParam
 
 from gateway.config import Settings
 from gateway.errors import (
@@ -94,28 +93,11 @@ class Upstream:
         parts = urlsplit(settings.openai_base_url)
         self.host = f"{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
 
-    async def stream_chat(
-        self,
-        *,
-        api_key: str,
-        model: str,
-        messages: Sequence[ChatCompletionMessageParam],
-        max_tokens: int,
-        exchange: Exchange,
-        include_usage: bool = False,
-    ) -> AsyncGenerator[Delta, None]:
-        """Stream a chat completion; any failure, before or during the stream, is a GatewayError."""
-        call = ChatRequest(model, messages, max_tokens, include_usage)
-        chunks = self.chat_chunks(call, api_key=api_key, exchange=exchange)
-        async with aclosing(chunks):
-            async for deltas in chunks:
-                for delta in deltas:
-                    yield delta
-
     async def chat_chunks(
         self, call: ChatRequest, *, api_key: str, exchange: Exchange
     ) -> AsyncGenerator[list[Delta], None]:
-        """stream_chat's deltas, as many at a time as each piece the upstream sent holds."""
+        """Stream a chat completion: its deltas, as many at a time as each piece the upstream
+        sent holds. Any failure, before or during the stream, is a GatewayError."""
         body = call.body()
         headers = {**_CHAT_HEADERS, **exchange.headers, "Authorization": f"Bearer {api_key}"}
         exchange.model = call.model

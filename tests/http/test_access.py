@@ -14,6 +14,7 @@ from aiohttp import web
 from gateway.app import create_app
 from gateway.keys import EXCHANGE_KEY, UPSTREAM_KEY
 from gateway.observe.logs import JsonFormatter, TextFormatter
+from gateway.upstream.chat import ChatRequest
 from tests.support.fake_upstream import FakeUpstream
 
 GENERATED = re.compile(r"[0-9a-f]{32}")
@@ -170,15 +171,11 @@ async def test_tokens_are_logged_when_the_upstream_reports_them(
     app = create_app(settings, translator=translator)
 
     async def ask(request):
-        deltas = request.app[UPSTREAM_KEY].stream_chat(
-            api_key="sk-x",
-            model="gpt-4o-mini",
-            messages=[{"role": "user", "content": "Hi"}],
-            max_tokens=5,
-            exchange=request[EXCHANGE_KEY],
-            include_usage=True,
+        call = ChatRequest("gpt-4o-mini", [{"role": "user", "content": "Hi"}], 5, True)
+        chunks = request.app[UPSTREAM_KEY].chat_chunks(
+            call, api_key="sk-x", exchange=request[EXCHANGE_KEY]
         )
-        text = "".join([d.text async for d in deltas])
+        text = "".join([d.text async for deltas in chunks for d in deltas])
         return web.Response(text=text)
 
     app.router.add_get("/probe-usage", ask)
