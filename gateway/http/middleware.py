@@ -92,11 +92,8 @@ async def admission_middleware(request: web.Request, handler: Handler) -> web.St
         return await handler(request)
     key = request.get(GATEWAY_KEY_KEY)
     others = (key.subject,) if key is not None and key.subject is not None else ()
-    budgets = settings.budgets if policy.metered else ()
-    if policy.metered and key is not None:
-        budgets += key.budgets
     client = bucket(address, settings.ipv6_prefix)
-    admission = Admission(request.app[LIMITER_KEY], client, budgets, others)
+    admission = Admission(request.app[LIMITER_KEY], client, others, metered=policy.metered)
     request[ADMISSION_KEY] = admission
     if not admission.metered:
         await admission.admit()

@@ -41,15 +41,17 @@ class Admission:
         self,
         limiter: Limiter,
         bucket: str,
-        budgets: tuple[Limit, ...] = (),
         others: tuple[Subject, ...] = (),
+        *,
+        metered: bool = False,
     ) -> None:
-        """`budgets`: every token budget the call is held to (none if the route is not metered);
-        `others`: the subjects besides the client's address (a gateway key with its own limits)."""
+        """`others`: the subjects besides the client's address (a gateway key with its own
+        limits); `metered`: the route counts tokens, so the call is held to every budget."""
         self.limiter = limiter
         self.bucket = bucket
-        self.budgets = budgets
         self.others = others
+        every = limiter.budgets + tuple(b for s in others for b in s.budgets)
+        self.budgets = every if metered else ()
         self.decision: Decision | None = None
         self.started: float | None = None  # when the decision was asked (time.perf_counter)
         self.seconds: float | None = None  # how long the limiter took to decide

@@ -136,7 +136,7 @@ class RecordingLimiter(Limiter):
 
 async def test_an_admission_settles_once():
     limiter = RecordingLimiter()
-    admission = Admission(limiter, "c", limiter.budgets)
+    admission = Admission(limiter, "c", metered=True)
     meter = await admission.reserve(20, 30)
     meter.answered = True
     await admission.settle()
