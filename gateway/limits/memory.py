@@ -40,7 +40,10 @@ class MemoryBackend:
         self, subjects: Sequence[Subject], now: int | None, member: str, need: int | None
     ) -> Verdict:
         at = wall_clock_us() if now is None else now
-        checked = [(self.log_of(s), self.log_of(s).check(s.bucket, at, need)) for s in subjects]
+        checked = []
+        for subject in subjects:
+            log = self.log_of(subject)
+            checked.append((log, log.check(subject.bucket, at, need)))
         admit = all(check.admit for _, check in checked)
         if admit:
             for log, check in checked:

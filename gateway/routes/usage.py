@@ -34,8 +34,8 @@ def _section(decision: Decision) -> dict[str, Any]:
     }
 
 
-async def _look(limiter: Limiter, subject: Subject) -> dict[str, Any]:
-    if not subject.limits and not subject.budgets:
+async def _look(limiter: Limiter, subject: Subject | None) -> dict[str, Any]:
+    if subject is None or (not subject.limits and not subject.budgets):
         return {"limits": [], "token_budgets": [], "source": "none"}
     return _section(await limiter.peek(subject))
 
@@ -51,8 +51,7 @@ async def usage(request: web.Request) -> web.StreamResponse:
     body: dict[str, Any] = {"object": "gateway.usage", "ip": ip, "key": None}
     key = request.get(GATEWAY_KEY_KEY)
     if key is not None:
-        own = key.subject or Subject(f"key:{key.name}", ())
-        body["key"] = {"name": key.name, **await _look(limiter, own)}
+        body["key"] = {"name": key.name, **await _look(limiter, key.subject)}
     response = web.json_response(body)
     response.headers["Cache-Control"] = "no-store"
     return response
