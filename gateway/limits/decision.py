@@ -49,14 +49,21 @@ class Decision:
     @property
     def tightest(self) -> WindowState | None:
         """The window with the fewest requests left; on a tie, the one that frees up last."""
-        if not self.windows:
-            return None
-        return min(self.windows, key=lambda w: (w.remaining, -w.reset))
+        return _tightest(self.windows)
+
+    @property
+    def tightest_budget(self) -> WindowState | None:
+        """The token budget with the fewest tokens left, by the same rule."""
+        return _tightest(self.budgets)
 
     @property
     def window(self) -> str | None:
         """The word for the window that refused (second, minute, hour, day); None if allowed."""
         return None if self.blocked_by is None else self.blocked_by.name
+
+
+def _tightest(states: tuple[WindowState, ...]) -> WindowState | None:
+    return min(states, key=lambda s: (s.remaining, -s.reset), default=None)
 
 
 def _seconds(micros: int) -> int:

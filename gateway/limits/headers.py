@@ -32,9 +32,9 @@ def rate_limit_headers(limits: tuple[Limit, ...], decision: Decision | None) -> 
 def token_headers(decision: Decision) -> dict[str, str]:
     """What is left of the tightest token budget, after this call's reservation, with the names
     OpenAI gives its own; only when the call was weighed against budgets."""
-    if not decision.budgets:
+    tightest = decision.tightest_budget
+    if tightest is None:
         return {}
-    tightest = min(decision.budgets, key=lambda b: (b.remaining, -b.reset))
     return {
         "X-RateLimit-Limit-Tokens": str(tightest.quantity),
         "X-RateLimit-Remaining-Tokens": str(max(tightest.remaining, 0)),
