@@ -171,10 +171,8 @@ class RedisBackend:
         self, subject: Subject, now: int | None, metered: bool
     ) -> tuple[tuple[int, int], ...]:
         """A subject's states without counting; as if empty where Redis does not answer."""
-        keys = script_keys(self.prefix, (subject,))
-        args = script_args((subject,), now, "", 0 if metered else None)
         try:
-            return parse_reply(await self._call(self._script, keys, args, decides=False))[1]
+            return (await self.peek(subject, now, metered))[1]
         except BackendUnavailable:
             return tuple((limit.quantity, 0) for limit in subject.checks(metered))
 
@@ -188,11 +186,12 @@ class RedisBackend:
             except BackendUnavailable as exc:
                 log.warning("could not take back a call another limit refused (%s)", exc)
 
-    async def peek(self, subject: Subject, now: int | None) -> Verdict:
+    async def peek(self, subject: Subject, now: int | None, metered: bool = True) -> Verdict:
+        """rate_limit.lua with no member: the subject's states (its budgets too, if `metered`)
+        as if a call of no tokens were admitted, nothing counted."""
         keys = script_keys(self.prefix, (subject,))
-        return parse_reply(
-            await self._call(self._script, keys, script_args((subject,), now, "", 0), decides=False)
-        )
+        args = script_args((subject,), now, "", 0 if metered else None)
+        return parse_reply(await self._call(self._script, keys, args, decides=False))
 
     async def settle(
         self, subjects: Sequence[Subject], member: str, reserved: int, used: int
