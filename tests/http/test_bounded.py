@@ -104,3 +104,29 @@ def test_the_splitter_cuts_the_same_events_however_the_bytes_arrive(parts, data)
     split = EventSplitter()
     assert [e for p in pieces for e in split.feed(p)] == expected
     assert split.rest == whole.rest
+
+
+@pytest.mark.parametrize("size", [1024, 1025])
+async def test_a_chunked_body_that_came_with_its_head_is_held_to_max_body_bytes(
+    make_client, fake: FakeUpstream, size
+):
+    """The body read without waiting (it all came in one write with the head) is measured too."""
+    client = await make_client(MAX_BODY_BYTES="1024")
+    text = '{"user_content": "' + "x" * (size - 20) + '"}'
+    assert len(text) == size
+    body = text.encode()
+    head = b"POST /api HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/json\r\n"
+    chunked = b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    raw = head + chunked + b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    try:
+        writer.write(raw)
+        await writer.drain()
+        answer = await read_until_closed(reader, 10 + MARGIN)
+    finally:
+        writer.close()
+    head_part, _, rest = answer.partition(b"\r\n\r\n")
+    status = int(head_part.split(b" ", 2)[1])
+    assert status == (200 if size <= 1024 else 413), answer
+    if status == 413:
+        assert b"1024" in rest
