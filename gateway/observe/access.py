@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from urllib.parse import quote
@@ -21,6 +22,7 @@ from gateway.keys import (
 )
 from gateway.limits.admission import Admission
 from gateway.limits.decision import Decision
+from gateway.observe.logs import log_fields
 from gateway.observe.request_id import REQUEST_ID_HEADER, request_id
 from gateway.upstream.exchange import Exchange
 
@@ -30,6 +32,12 @@ upstream_log = logging.getLogger("gateway.upstream")
 # Probes and scrapes arrive every few seconds; they are logged at DEBUG.
 QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 _PATH_SAFE = "/:@!$&'()*+,;=-._~"
+
+
+@functools.lru_cache(maxsize=1024)
+def _quoted(path: str) -> str:
+    # A gateway sees few paths: each is quoted once, not on every request.
+    return quote(path, safe=_PATH_SAFE)
 
 
 async def on_response_prepare(request: web.Request, response: web.StreamResponse) -> None:
@@ -120,8 +128,8 @@ def _record(request: web.Request, exchange: Exchange, status: int, elapsed: floa
         fields["completion_tokens"] = exchange.usage.completion
     # The path, never the query string: a client may put a key there. Quoted, so that it is
     # one word without spaces or control bytes whatever the client sent.
-    path = quote(request.path, safe=_PATH_SAFE)
-    log.log(level, "%s %s %s", request.method, path, status, extra=fields)
+    path = _quoted(request.path)
+    log_fields(log, level, "%s %s %s", (request.method, path, status), fields)
 
 
 @web.middleware

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import sys
 import time
 from datetime import UTC, datetime
+from typing import Any, cast
 
 from gateway.config import Settings
 
@@ -21,18 +23,32 @@ class JsonFormatter(logging.Formatter):
         self.pid = pid  # with WORKERS above 1, each line says which worker wrote it
 
     def format(self, record: logging.LogRecord) -> str:
-        line: dict[str, object] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
+        line = self._fields(record.created, record.levelname, record.name, record.getMessage())
         if self.pid:
             line["pid"] = record.process
         line.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
         if record.exc_info:
             line["traceback"] = self.formatException(record.exc_info)
         return json.dumps(line, ensure_ascii=False, default=str)
+
+    def line(
+        self, created: float, level: int, name: str, message: str, extra: dict[str, object]
+    ) -> str:
+        """What format() makes of a record with these fields and no traceback."""
+        line = self._fields(created, logging.getLevelName(level), name, message)
+        if self.pid:
+            line["pid"] = os.getpid()
+        line.update(extra)
+        return json.dumps(line, ensure_ascii=False, default=str)
+
+    @staticmethod
+    def _fields(created: float, level: str, name: str, message: str) -> dict[str, object]:
+        return {
+            "time": datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds"),
+            "level": level.lower(),
+            "logger": name,
+            "message": message,
+        }
 
 
 # Whatever could end a line or steer a terminal: C0 and C1 controls, DEL, Unicode line breaks.
@@ -69,20 +85,33 @@ class TextFormatter(logging.Formatter):
     _second: tuple[int, str] = (-1, "")
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        # The base class's format, its date and time worked out once a second, not per record.
         if datefmt is not None:
             return super().formatTime(record, datefmt)
-        second = int(record.created)
+        return self._time(record.created, int(record.msecs))
+
+    def _time(self, created: float, msecs: int) -> str:
+        # The base class's format, its date and time worked out once a second, not per record.
+        second = int(created)
         if self._second[0] != second:
             self._second = (second, time.strftime("%Y-%m-%d %H:%M:%S", self.converter(second)))
-        return f"{self._second[1]},{int(record.msecs):03d}"
+        return f"{self._second[1]},{msecs:03d}"
 
     def formatMessage(self, record: logging.LogRecord) -> str:
-        text = escape(super().formatMessage(record))
         extra = {k: v for k, v in vars(record).items() if k not in _STANDARD}
-        if extra:
-            text += " " + " ".join(f"{k}={_value(v)}" for k, v in extra.items())
-        return text
+        return _with_extra(escape(super().formatMessage(record)), extra)
+
+    def line(
+        self, created: float, level: int, name: str, message: str, extra: dict[str, object]
+    ) -> str:
+        """What format() makes of a record with these fields and no traceback."""
+        head = self._fmt % {  # type: ignore[operator]
+            "asctime": self._time(created, int((created - int(created)) * 1000)),
+            "levelname": logging.getLevelName(level),
+            "name": name,
+            "process": os.getpid(),
+            "message": message,
+        }
+        return _with_extra(escape(head), extra)
 
     def format(self, record: logging.LogRecord) -> str:
         # Not the base class's: it would reuse a traceback another formatter cached unprefixed.
@@ -99,8 +128,57 @@ class TextFormatter(logging.Formatter):
         return "\n".join(lines)
 
 
+def _with_extra(text: str, extra: dict[str, object]) -> str:
+    if not extra:
+        return text
+    return text + " " + " ".join(f"{k}={_value(v)}" for k, v in extra.items())
+
+
+def log_fields(
+    logger: logging.Logger, level: int, msg: str, args: tuple[object, ...], extra: dict[str, object]
+) -> None:
+    """logger.log(level, msg, *args, extra=extra), for a line logged on every request.
+
+    When the one handler setup_logging installed would be all that sees the record (no other
+    handler, no filter on the way), the line is written as that handler would write it, without
+    the logging module's record; else (a test's capturing handler, say) the module's own way.
+    """
+    handler = _sole_handler(logger, level)
+    if handler is None:
+        logger.log(level, msg, *args, extra=extra)
+        return
+    formatter = cast(TextFormatter | JsonFormatter, handler.formatter)
+    line = formatter.line(time.time(), level, logger.name, msg % args, extra)
+    with handler.lock:  # type: ignore[union-attr]
+        handler.stream.write(line + handler.terminator)
+        handler.stream.flush()
+
+
+def _sole_handler(logger: logging.Logger, level: int) -> logging.StreamHandler[Any] | None:
+    found: logging.StreamHandler[Any] | None = None
+    current: logging.Logger | None = logger
+    while current is not None:
+        if current.filters or current.disabled:
+            return None
+        for handler in current.handlers:
+            if (
+                found is not None
+                or type(handler) is not logging.StreamHandler
+                or type(handler.formatter) not in _FORMATTERS
+                or handler.filters
+                or level < handler.level
+            ):
+                return None
+            found = handler
+        current = current.parent if current.propagate else None
+    return found
+
+
 def _indented(text: str) -> str:
     return "\n".join(TRACEBACK_PREFIX + escape(line) for line in text.splitlines())
+
+
+_FORMATTERS = (TextFormatter, JsonFormatter)
 
 
 def setup_logging(settings: Settings) -> logging.Logger:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import os
 import re
-import uuid
 
 from aiohttp import web
 
@@ -20,6 +20,6 @@ def request_id(request: web.BaseRequest) -> str:
     chosen = request.get(REQUEST_ID_KEY)
     if chosen is None:
         offered = request.headers.get(REQUEST_ID_HEADER, "")
-        chosen = offered if _SAFE_ID.fullmatch(offered) else uuid.uuid4().hex
+        chosen = offered if _SAFE_ID.fullmatch(offered) else os.urandom(16).hex()
         request[REQUEST_ID_KEY] = chosen
     return str(chosen)
