@@ -9,7 +9,7 @@ import logging
 import time
 from collections.abc import Sequence
 from importlib.resources import files
-from typing import Any
+from typing import Any, cast
 
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError
@@ -112,7 +112,7 @@ class RedisBackend:
                 else:
                     await asyncio.gather(*(self._link.call("PING") for _ in range(connections)))
                     for script in scripts:
-                        await self._link.call("SCRIPT", "LOAD", script.script)
+                        await self._link.call("SCRIPT", "LOAD", cast(str, script.script))
         except FAILURES as exc:
             raise BackendUnavailable(failure_name(exc)) from exc
 
@@ -229,7 +229,7 @@ class RedisBackend:
             return await link.call("EVALSHA", script.sha, len(keys), *keys, *args)
         except NoScriptError:
             # A Redis restarted or flushed since the script was loaded: load it, send again.
-            await link.call("SCRIPT", "LOAD", script.script)
+            await link.call("SCRIPT", "LOAD", cast(str, script.script))
             return await link.call("EVALSHA", script.sha, len(keys), *keys, *args)
 
     async def ready(self) -> bool:
