@@ -71,6 +71,11 @@ def _event_name(event: bytes) -> bytes:
     return b""
 
 
+def _may_end(data: bytes) -> bool:
+    """Whether an event of these bytes could end the stream: no need to look closer if not."""
+    return b"[DONE]" in data or b"event:" in data or b'"error"' in data
+
+
 def _ends_stream(event: bytes) -> bool:
     data = event_data(event)
     if data.startswith(b"[DONE]") or _event_name(event) in _FINAL_EVENTS:
@@ -223,13 +228,14 @@ async def _relay_stream(
             events = [event for event in events if meter.observe_event(event_data(event))]
             if meter.usage is not None:
                 exchange.usage = meter.usage
-        else:
+        joined = b"".join(events)
+        if meter is None and b'"prompt_tokens"' in joined:
             # Unmetered, only the chunk that carries the usage is parsed, for the log and trace.
             for event in events:
                 if b'"prompt_tokens"' in event:
                     exchange.usage = body_usage(event_data(event)) or exchange.usage
-        for index, event in enumerate(events):
-            if not _ends_stream(event):
+        for index, event in enumerate(events if _may_end(joined) else ()):
+            if not _may_end(event) or not _ends_stream(event):
                 continue
             if not ended and admission is not None:
                 # Charged before the client sees the end, so its next call finds it settled.
@@ -239,9 +245,10 @@ async def _relay_stream(
             if _openai_shaped(data) is not None:
                 # The upstream's own error event, reshaped and masked like its error bodies.
                 events[index] = sse_event(_upstream_error(request, 502, data))
+                joined = b"".join(events)
         # The whole events of one upstream chunk leave in one write.
-        if events:
-            await send(response, request, b"".join(events))
+        if joined:
+            await send(response, request, joined)
         chunk = await _read(opened, exchange)
     if not ended:
         exchange.failed("stream ended early")

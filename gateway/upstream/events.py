@@ -32,6 +32,15 @@ class EventSplitter:
         return bytes(self.buffer)
 
     def feed(self, chunk: bytes) -> list[bytes]:
+        if not self.buffer and b"\r" not in chunk:
+            # Nothing held over and only LF line ends, the usual case: each "\n\n", left to
+            # right, ends an event, as the pattern would find them.
+            *whole, rest = chunk.split(b"\n\n")
+            self.buffer += rest
+            self.searched = len(rest)
+            if self.searched > self.limit:
+                raise EventTooLarge()
+            return [event + b"\n\n" for event in whole]
         self.buffer += chunk
         events = []
         start = 0

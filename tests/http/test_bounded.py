@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 
 import pytest
@@ -130,3 +131,13 @@ async def test_a_chunked_body_that_came_with_its_head_is_held_to_max_body_bytes(
     assert status == (200 if size <= 1024 else 413), answer
     if status == 413:
         assert b"1024" in rest
+
+
+@given(st.lists(st.sampled_from([b"a", b"data: x", b"\n", b"\r", b"\r\n", b":"]), max_size=40))
+def test_the_splitter_cuts_as_its_pattern_does(parts):
+    stream = b"".join(parts)
+    ends = [m.end() for m in re.finditer(rb"\r\n\r\n|\n\n|\r\r", stream)]
+    expected = [stream[start:end] for start, end in zip([0, *ends], ends, strict=False)]
+    splitter = EventSplitter()
+    assert splitter.feed(stream) == expected
+    assert splitter.rest == stream[(ends or [0])[-1] :]
