@@ -1,4 +1,5 @@
-"""The original project's route: validate, stream from the upstream, answer in its envelope."""
+"""The original project's route: validate, ask the upstream (streamed only when the client asked
+for a stream), answer in its envelope."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from gateway.http.sse import SSE_HEADERS, EventStream, sse_event
 from gateway.keys import ADMISSION_KEY, EXCHANGE_KEY, SETTINGS_KEY, UPSTREAM_KEY
 from gateway.limits.budget import Meter, prompt_estimate
 from gateway.routes.legacy_call import Message, parse_request
-from gateway.upstream.chat import ChatRequest, Delta
+from gateway.upstream.chat import Answer, ChatRequest, Delta
 from gateway.upstream.exchange import Exchange
 
 
@@ -59,23 +60,48 @@ async def legacy_post(request: web.Request) -> web.StreamResponse:
         cast(list[ChatCompletionMessageParam], sent),
         call.max_tokens,
         include_usage=meter is not None,
+        stream=call.stream,
     )
     upstream = request.app[UPSTREAM_KEY]
-    chunks = upstream.chat_chunks(asked, api_key=key, exchange=request[EXCHANGE_KEY])
+    exchange = request[EXCHANGE_KEY]
+    if not call.stream:
+        reading = upstream.chat_answer(asked, api_key=key, exchange=exchange)
+        answer = await _whole(reading, exchange, meter, admission.settle)
+        return web.json_response(success_envelope(messages, answer), dumps=dumps)
+    chunks = upstream.chat_chunks(asked, api_key=key, exchange=exchange)
     if meter is not None:
         chunks = _metered(chunks, meter, admission.settle)
-    held = Held(settings.max_upstream_body_bytes, request[EXCHANGE_KEY])
+    held = Held(settings.max_upstream_body_bytes, exchange)
     async with aclosing(chunks):
-        if call.stream:
-            return await _relay(request, chunks, messages, held)
-        async for deltas in chunks:
-            held.add([delta.text for delta in deltas if delta.text])
-    return web.json_response(success_envelope(messages, held.answer()), dumps=dumps)
+        return await _relay(request, chunks, messages, held)
+
+
+async def _whole(
+    reading: Awaitable[Answer],
+    exchange: Exchange,
+    meter: Meter | None,
+    settle: Callable[[], Awaitable[None]],
+) -> str:
+    """The answer's text; a metered call is settled before the route sends it. An upstream that
+    answered (a status below 400) and then broke off is charged the prompt estimate when the
+    middleware settles; one that refused, or never answered, nothing."""
+    if meter is None:
+        return (await reading).text
+    try:
+        answer = await reading
+    finally:
+        meter.answered = exchange.status is not None and exchange.status < 400
+    meter.usage = answer.usage
+    if answer.usage is None:
+        # The upstream did not count: the answer is estimated as the prompt is, by its bytes.
+        meter.produced = prompt_estimate(len(answer.text.encode()))
+    await settle()
+    return answer.text
 
 
 class Held:
-    """The answer so far, which the route sends whole at the end; an answer longer than
-    MAX_UPSTREAM_BODY_BYTES (counted in characters) ends the call rather than grow for ever."""
+    """A stream's answer so far, which the route sends whole in its last event; an answer longer
+    than MAX_UPSTREAM_BODY_BYTES (counted in characters) ends the call rather than grow for ever."""
 
     def __init__(self, cap: int, exchange: Exchange) -> None:
         self.cap = cap

@@ -1,4 +1,5 @@
-"""A streamed chat completion read as bytes: the request's body, and each event's delta."""
+"""A chat completion read as bytes: the request's body, and each streamed event's delta or the
+whole answer of one that is not streamed."""
 
 from __future__ import annotations
 
@@ -23,22 +24,32 @@ class Delta:
 
 
 @dataclass(frozen=True)
+class Answer:
+    """A whole chat completion: its first choice's text, and the usage the upstream reported."""
+
+    text: str
+    usage: Usage | None = None
+
+
+@dataclass(frozen=True)
 class ChatRequest:
-    """A streamed chat completion to ask for; with include_usage, the last chunk says the usage."""
+    """A chat completion to ask for, streamed unless `stream` is False; with include_usage, a
+    stream's last chunk says the usage (a JSON answer always does)."""
 
     model: str
     messages: Sequence[ChatCompletionMessageParam]
     max_tokens: int
     include_usage: bool = False
+    stream: bool = True
 
     def body(self) -> bytes:
         call: dict[str, Any] = {
             "model": self.model,
             "messages": self.messages,
             "max_tokens": self.max_tokens,
-            "stream": True,
+            "stream": self.stream,
         }
-        if self.include_usage:
+        if self.stream and self.include_usage:
             call["stream_options"] = {"include_usage": True}
         return json.dumps(call, ensure_ascii=False).encode()
 
@@ -94,3 +105,28 @@ class ChatStream:
         delta = choice.get("delta")
         content = delta.get("content") if isinstance(delta, dict) else None
         deltas.append(Delta(content if isinstance(content, str) else ""))
+
+
+def read_answer(body: bytes) -> Answer:
+    """The answer in a chat completion's JSON body. Anything else (not JSON, an error object, no
+    choice, content neither text nor null, usage that is not one) means the answer broke."""
+    try:
+        completion = json.loads(body)
+    except (ValueError, RecursionError):
+        raise _broken() from None
+    if not isinstance(completion, dict) or completion.get("error"):
+        raise _broken()
+    choices = completion.get("choices")
+    choice = choices[0] if isinstance(choices, list) and choices else None
+    message = choice.get("message") if isinstance(choice, dict) else None
+    if not isinstance(message, dict) or "content" not in message:
+        raise _broken()
+    content = message["content"]
+    # Null with a refusal or tool calls: no text, as a stream of the same answer gave none.
+    if content is not None and not isinstance(content, str):
+        raise _broken()
+    usage = completion.get("usage")
+    parsed = parse_usage(usage) if usage is not None else None
+    if usage is not None and parsed is None:
+        raise _broken()
+    return Answer(content or "", parsed)

@@ -17,12 +17,12 @@ from gateway.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from gateway.upstream.chat import ChatRequest, ChatStream, Delta
+from gateway.upstream.chat import Answer, ChatRequest, ChatStream, Delta, read_answer
 from gateway.upstream.events import EventTooLarge
 from gateway.upstream.exchange import Exchange
 from gateway.upstream.redact import mask
 
-# Bytes are read as they come, so nothing may be compressed on the way back.
+# Bytes are read as they come (and capped as read), so nothing may be compressed on the way back.
 _CHAT_HEADERS = {"Content-Type": "application/json", "Accept-Encoding": "identity"}
 
 
@@ -107,6 +107,7 @@ class Upstream:
         try:
             async with self.session.post(self.chat_url, data=body, headers=headers) as response:
                 exchange.answered()
+                exchange.status = response.status
                 if not 200 <= response.status < 300:
                     error = await self.read(response, exchange)
                     why = error_reason(response.status, error)
@@ -142,6 +143,45 @@ class Upstream:
             exchange.failed("stream ended early")
             raise UpstreamUnavailable("upstream_stream_broken")
 
+    async def chat_answer(self, call: ChatRequest, *, api_key: str, exchange: Exchange) -> Answer:
+        """Ask for a chat completion that is not streamed and read its JSON answer whole, capped
+        at MAX_UPSTREAM_BODY_BYTES. Any failure is a GatewayError; once the upstream has begun
+        to answer, one that breaks off or is not a chat completion is `upstream_stream_broken`,
+        as a stream that broke is."""
+        headers = {**_CHAT_HEADERS, **exchange.headers, "Authorization": f"Bearer {api_key}"}
+        exchange.model = call.model
+        exchange.start()
+        exchange.host = self.host
+        try:
+            async with self.session.post(
+                self.chat_url, data=call.body(), headers=headers
+            ) as response:
+                exchange.answered()
+                exchange.status = response.status
+                body = await self.read(response, exchange)
+                if not 200 <= response.status < 300:
+                    why = error_reason(response.status, body)
+                    raise map_status(response.status, why, response.headers.get("Retry-After"))
+        except TimeoutError as exc:
+            answering = exchange.first_byte is not None
+            exchange.failed(failure_cause(exc) + (" mid-body" if answering else ""))
+            raise UpstreamTimeout() from exc
+        except aiohttp.ClientError as exc:
+            if exchange.first_byte is None:
+                exchange.failed(failure_cause(exc))
+                raise UpstreamUnavailable() from exc
+            exchange.failed(failure_cause(exc) + " mid-body")
+            raise UpstreamUnavailable("upstream_stream_broken") from exc
+        finally:
+            exchange.finish()
+        try:
+            answer = read_answer(body)
+        except UpstreamUnavailable:
+            exchange.failed("garbled answer")
+            raise
+        exchange.usage = answer.usage
+        return answer
+
     @asynccontextmanager
     async def request(
         self,
@@ -163,6 +203,7 @@ class Upstream:
                 method, f"{self.base_url}/{path}", data=body, headers=send
             ) as response:
                 exchange.answered()
+                exchange.status = response.status
                 yield response
         except TimeoutError as exc:
             exchange.failed(failure_cause(exc))

@@ -48,6 +48,7 @@ class Exchange:
     finished: float | None = None
     usage: Usage | None = None
     host: str | None = None  # the upstream's host:port
+    status: int | None = None  # the upstream's HTTP status, once its headers came
     model: str | None = None  # the model the call asked for, when the route knows it
     # Headers the call carries upstream besides its own (a trace's traceparent)
     headers: dict[str, str] = field(default_factory=dict)

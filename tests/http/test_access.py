@@ -187,6 +187,16 @@ async def test_tokens_are_logged_when_the_upstream_reports_them(
     assert (line["prompt_tokens"], line["completion_tokens"]) == (11, 4)
 
 
+async def test_tokens_of_a_legacy_answer_are_logged_without_a_budget(client, caplog, access_waiter):
+    caplog.set_level(logging.INFO)
+    response = await client.post("/api", json={"user_content": "Hi"})
+    assert response.status == 200
+    await response.read()
+    await asyncio.wait_for(access_waiter.logged.wait(), timeout=10)
+    (line,) = access_lines(caplog)
+    assert (line["prompt_tokens"], line["completion_tokens"]) == (11, 4)
+
+
 async def test_the_limit_decision_is_logged_and_a_429_carries_the_id(make_client, caplog):
     client = await make_client(MINUTE_LIMIT=1)
     caplog.set_level(logging.INFO)

@@ -184,7 +184,9 @@ async def test_legacy_and_v1_draw_on_one_budget(make_client, fake, clock, transl
     client = await make_client(clock=clock, TOKENS_PER_MINUTE=budget, LANG="ru_RU")
     legacy = {"user_content": "Hi", "max_tokens": 100}
     assert (await client.post("/api", json=legacy)).status == 200
-    assert fake.received[-1].body["stream_options"] == {"include_usage": True}
+    # Not streamed: the upstream's JSON answer says its usage without being asked.
+    assert fake.received[-1].body["stream"] is False
+    assert "stream_options" not in fake.received[-1].body
     assert await remaining(client) == budget - USED
     assert (await client.post(CHAT, data=body(False))).status == 200
     assert await remaining(client) == budget - 2 * USED

@@ -27,10 +27,11 @@ MODES_EACH = 4
 RAW_REQUESTS = 400
 MODES: dict[str, dict[str, Any]] = {
     "normal": {},
-    "cut": {"cut_after": 1},
-    "garbage": {"garbage_after": 1},
-    "garbage first": {"garbage_after": 0},
-    "error event": {"error_event_after": 1},
+    # Each stream fault beside its like in a JSON answer, for the calls that are not streamed.
+    "cut": {"cut_after": 1, "answer_fault": "reset"},
+    "garbage": {"garbage_after": 1, "answer_fault": "truncated"},
+    "garbage first": {"garbage_after": 0, "answer_fault": "garbage"},
+    "error event": {"error_event_after": 1, "answer_fault": "error"},
     "500": {"status": 500},
     "429": {"status": 429},
     "400": {"status": 400, "error_message": "bad sk-secret0123 Bearer abc"},
@@ -207,7 +208,14 @@ async def test_generated_requests_get_well_formed_answers(make_client, fake: Fak
 
     for mode, switches in MODES.items():
         fresh = FakeUpstream()
-        for name in ("status", "error_message", "cut_after", "garbage_after", "error_event_after"):
+        for name in (
+            "status",
+            "error_message",
+            "cut_after",
+            "garbage_after",
+            "error_event_after",
+            "answer_fault",
+        ):
             setattr(fake, name, switches.get(name, getattr(fresh, name)))
         await asyncio.gather(*(one(m, c) for m, c in plan if m == mode))
     assert not problems, "\n".join(problems[:10])

@@ -140,7 +140,7 @@ async def test_marker_keys_appear_only_where_they_belong(make_client, fake: Fake
     await both()
     await both(status=400, error_message=f"Incorrect API key provided: {api_marker}")
     await both(status=500)
-    await both(status=200, cut_after=1)
+    await both(status=200, cut_after=1, answer_fault="reset")
     seen.append(await (await client.get("/metrics")).read())
     records = [r for r in caplog.records]
     text = TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")

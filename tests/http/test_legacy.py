@@ -9,7 +9,7 @@ import pytest
 from aiohttp import web
 
 from gateway.i18n import LANGUAGES
-from tests.support.fake_upstream import FakeUpstream
+from tests.support.fake_upstream import ANSWER_FAULTS, FakeUpstream
 
 ANSWER = "Hello, world!"
 
@@ -46,8 +46,20 @@ async def test_answer_has_every_success_shape(client, fake: FakeUpstream):
     }
     sent = fake.received[-1]
     assert sent.path == "/v1/chat/completions"
-    assert sent.body["stream"] is True
+    # Not streamed here, so not asked for a stream upstream: one JSON answer, read once.
+    assert sent.body["stream"] is False and "stream_options" not in sent.body
     assert (sent.model, sent.max_tokens, sent.key) == ("gpt-4o-mini", 100, "sk-server-key")
+
+
+@pytest.mark.parametrize("metered", [False, True])
+async def test_a_streamed_call_asks_the_upstream_for_a_stream(make_client, fake, metered):
+    client = await make_client(TOKENS_PER_MINUTE=100_000 if metered else None)
+    response = await client.post("/api", json={"user_content": "Hi", "stream": True})
+    assert response.status == 200
+    await response.read()
+    sent = fake.received[-1].body
+    assert sent["stream"] is True
+    assert sent.get("stream_options") == ({"include_usage": True} if metered else None)
 
 
 @pytest.mark.parametrize(
@@ -465,15 +477,65 @@ async def test_failure_mid_stream_ends_with_error_event(client, fake, translator
 
 
 async def test_cut_upstream_without_stream_is_502(client, fake, translator):
-    fake.cut_after = 2
+    fake.answer_fault = "reset"
     response, body = await post(client, {"user_content": "Hi"})
     assert response.status == 502 and body["code"] == 502
     assert body["data"]["response"] == translator.translate("en", "upstream_stream_broken")
 
 
+@pytest.mark.parametrize("fault", ANSWER_FAULTS)
+@pytest.mark.parametrize("language", LANGUAGES)
+async def test_an_answer_that_is_not_a_chat_completion_is_a_502(
+    make_client, fake, translator, language, fault
+):
+    """Not JSON, not an object, an error object, no choices, content not a string, cut short or
+    reset halfway: the answer broke, as a stream that broke did before any delta."""
+    fake.answer_fault = fault
+    client = await make_client(LANG=language)
+    response, body = await post(client, {"user_content": "Hi"})
+    assert response.status == 502
+    assert "X-Request-ID" in response.headers
+    assert body == failed(502, translator.translate(language, "upstream_stream_broken"))
+
+
+async def test_an_answer_with_no_content_is_an_empty_answer(client, fake):
+    """OpenAI sends `"content": null` with a refusal: a stream of it had no text either."""
+    fake.refusal = "I can't help with that."
+    response, body = await post(client, {"user_content": "Hi"})
+    assert response.status == 200 and body["current_response"] == ""
+
+
+async def test_a_slow_answer_is_waited_for(make_client, fake):
+    fake.answer_delay = 0.3
+    client = await make_client(UPSTREAM_TIMEOUT="2")
+    response, body = await post(client, {"user_content": "Hi"})
+    assert response.status == 200 and body["current_response"] == ANSWER
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_an_answer_that_stalls_halfway_is_a_504(make_client, fake, translator, stream):
+    """The upstream answered, then went silent longer than UPSTREAM_TIMEOUT."""
+    fake.hold_answer = fake.hold_after_first = asyncio.Event()
+    client = await make_client(UPSTREAM_TIMEOUT="0.3")
+    try:
+        response = await client.post("/api", json={"user_content": "Hi", "stream": stream})
+        if stream:
+            assert response.status == 200
+            events = await read_events(response)
+            assert events[0] == ("delta", {"delta": "Hello"})
+            kind, error = events[-1]
+            assert kind == "error"
+        else:
+            assert response.status == 504
+            error = await response.json()
+        assert error == failed(504, translator.translate("en", "upstream_timeout"))
+    finally:
+        fake.hold_answer.set()
+
+
 @pytest.mark.parametrize("stream", [True, False])
 async def test_client_going_away_cancels_the_upstream(client, fake, stream):
-    fake.hold_after_first = asyncio.Event()
+    fake.hold_answer = fake.hold_after_first = asyncio.Event()
     request = asyncio.create_task(
         client.post("/api", json={"user_content": "Hi", "stream": stream})
     )

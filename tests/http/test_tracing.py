@@ -71,14 +71,22 @@ async def test_one_request_one_trace(aiohttp_client, base_env, translator, expor
     assert traceparent.split("-")[1] == f"{server.context.trace_id:032x}"
 
 
-async def test_the_legacy_route_is_traced_too(aiohttp_client, base_env, translator, exported):
+@pytest.mark.parametrize("stream", [False, True])
+async def test_the_legacy_route_is_traced_too(
+    aiohttp_client, base_env, translator, exported, stream
+):
     provider, exporter = exported
     client = await traced(aiohttp_client, base_env, translator, provider)
-    response = await client.post("/api", json={"user_content": "Hi", "stream": True})
+    response = await client.post("/api", json={"user_content": "Hi", "stream": stream})
     assert response.status == 200
     await response.read()
-    names = {span.name for span in exporter.get_finished_spans()}
-    assert {"POST /api", "rate_limit", "chat gpt-4o-mini"} <= names
+    spans = {span.name: span for span in exporter.get_finished_spans()}
+    assert {"POST /api", "rate_limit", "chat gpt-4o-mini"} <= set(spans)
+    attributes = dict(spans["chat gpt-4o-mini"].attributes)
+    assert attributes["gen_ai.request.model"] == "gpt-4o-mini"
+    if not stream:  # a stream not metered does not ask for its usage
+        usage = attributes["gen_ai.usage.input_tokens"], attributes["gen_ai.usage.output_tokens"]
+        assert usage == (11, 4)
 
 
 async def test_an_incoming_trace_is_continued(aiohttp_client, base_env, translator, exported):

@@ -55,6 +55,24 @@ async def test_an_oversized_upstream_error_on_the_legacy_route(
 
 
 @pytest.mark.parametrize("sized", [True, False], ids=["content-length", "chunked"])
+async def test_an_oversized_legacy_answer_is_a_502_with_nothing_of_it(
+    make_client, fake: FakeUpstream, translator, sized
+):
+    """A call not streamed reads the upstream's JSON answer whole: capped like /v1's."""
+    client = await make_client(MAX_UPSTREAM_BODY_BYTES=str(CAP))
+    fake.oversized_body, fake.oversized_sized = HUGE, sized
+    response = await client.post("/api", json={"user_content": "Hi"})
+    raw = await response.read()
+    assert response.status == 502 and b"LEAK" not in raw
+    assert json.loads(raw) == {
+        "code": 502,
+        "msg": "failed",
+        "data": {"response": translator.translate("en", "upstream_too_large")},
+    }
+    await assert_let_go(fake)
+
+
+@pytest.mark.parametrize("sized", [True, False], ids=["content-length", "chunked"])
 async def test_an_answer_of_exactly_the_cap_is_relayed(make_client, fake: FakeUpstream, sized):
     client = await make_client(MAX_UPSTREAM_BODY_BYTES=str(CAP))
     fake.oversized_body, fake.oversized_sized = CAP, sized
@@ -85,6 +103,20 @@ async def test_a_legacy_answer_longer_than_the_cap_is_a_502(make_client, fake, t
         "msg": "failed",
         "data": {"response": translator.translate("en", "upstream_too_large")},
     }
+
+
+@pytest.mark.parametrize(("answer", "status"), [(4000, 200), (5000, 502)])
+async def test_a_legacy_json_answer_is_capped_in_bytes_of_the_body(
+    make_client, fake, answer, status
+):
+    """Not streamed, the cap counts the bytes of the upstream's JSON body, the answer and its
+    wrapping (about 250 bytes here): an answer of 5,000 characters takes more than 5,000."""
+    fake.answer = ["x" * answer]
+    client = await make_client(MAX_UPSTREAM_BODY_BYTES=5000)
+    response = await client.post("/api", json={"user_content": "Hi"})
+    assert response.status == status
+    if status == 200:
+        assert (await response.json())["current_response"] == "x" * answer
 
 
 async def test_a_streamed_legacy_answer_longer_than_the_cap_ends_with_the_error_event(

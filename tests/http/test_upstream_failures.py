@@ -63,6 +63,31 @@ async def test_reset_mid_stream(client, fake: FakeUpstream, fake_server, caplog,
 
 
 @pytest.mark.parametrize(
+    ("switches", "cause"),
+    [
+        ({"answer_fault": "reset"}, "reset mid-body"),
+        ({"answer_fault": "garbage"}, "garbled answer"),
+        ({"answer_fault": "error"}, "garbled answer"),
+        ({"hold_answer": asyncio.Event()}, "timed out mid-body"),
+    ],
+    ids=["reset", "garbage", "error", "stalled"],
+)
+async def test_a_broken_legacy_json_answer(
+    make_client, fake: FakeUpstream, fake_server, caplog, switches, cause
+):
+    for name, value in switches.items():
+        setattr(fake, name, value)
+    client = await make_client(UPSTREAM_TIMEOUT="0.3")
+    caplog.set_level(logging.INFO)
+    try:
+        assert await call(client, "/api") in (502, 504)
+    finally:
+        if fake.hold_answer is not None:
+            fake.hold_answer.set()
+    assert warnings(caplog) == [f"upstream 127.0.0.1:{fake_server.port} failed POST /api: {cause}"]
+
+
+@pytest.mark.parametrize(
     ("status", "cause"),
     [(500, "status 500 (server_error)"), (429, "status 429 (invalid_request_error)")],
 )

@@ -24,7 +24,8 @@ async def test_garbage_after_a_delta_ends_the_legacy_stream_with_the_error_event
 
 @pytest.mark.parametrize("stream", [True, False])
 async def test_garbage_before_any_delta_is_a_502(client, fake: FakeUpstream, translator, stream):
-    fake.garbage_after = 0
+    # Streamed, a `data:` line that is not JSON; not streamed, a JSON answer that is not JSON.
+    fake.garbage_after, fake.answer_fault = 0, "garbage"
     response = await client.post("/api", json={"user_content": "Hi", "stream": stream})
     assert response.status == 502
     assert response.headers["Content-Type"].startswith("application/json")
@@ -37,8 +38,8 @@ async def test_garbage_before_any_delta_is_a_502(client, fake: FakeUpstream, tra
     assert "X-Request-ID" in response.headers
 
 
-async def test_garbage_after_a_delta_without_stream_is_a_502(client, fake: FakeUpstream):
-    fake.garbage_after = 2
+async def test_an_answer_broken_off_without_stream_is_a_502(client, fake: FakeUpstream):
+    fake.answer_fault = "truncated"
     response = await client.post("/api", json={"user_content": "Hi"})
     assert response.status == 502
     assert (await response.json())["code"] == 502

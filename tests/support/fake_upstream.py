@@ -63,6 +63,11 @@ class FakeUpstream:
     oversized_after: int | None = None  # deltas sent before 2 MiB that never end an event
     split_events: bool = True  # write events in pieces that cut through lines and events
     hold_after_first: asyncio.Event | None = None  # the stream waits for it after the first delta
+    # A chat answer that is not streamed (one JSON body): one of ANSWER_FAULTS, ...
+    answer_fault: str | None = None
+    answer_delay: float = 0.0  # ... or whole, its second half this long after its first
+    hold_answer: asyncio.Event | None = None  # ... its second half waits for it
+    refusal: str | None = None  # a JSON chat answer refuses: content null, and this refusal
     prompt_tokens: int = 11
     accepted_keys: set[str] | None = None  # None accepts any key
     extra_headers: dict[str, str] = field(default_factory=dict)  # on every JSON answer
@@ -101,6 +106,35 @@ def _usage(prompt: int, completion: int) -> dict[str, int]:
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
     }
+
+
+# What a chat answer that is not streamed can be instead of a whole chat completion: see _faulty.
+ANSWER_FAULTS = (
+    "garbage",
+    "not object",
+    "error",
+    "no choices",
+    "bad content",
+    "truncated",
+    "reset",
+)
+
+
+def _faulty(fault: str | None, completion: dict[str, Any]) -> bytes:
+    """The body of a JSON chat answer with `fault`: "reset" is the whole body (the connection is
+    dropped halfway through it), "truncated" its first half as if that were all of it."""
+    whole = json.dumps(completion).encode()
+    choice = completion["choices"][0]
+    bodies: dict[str | None, object] = {
+        "garbage": b"{this is not json",
+        "not object": ["Hello", "world"],
+        "error": _error_body(500, "The server had an error"),
+        "no choices": {**completion, "choices": []},
+        "bad content": {**completion, "choices": [{**choice, "message": {"content": 42}}]},
+        "truncated": whole[: len(whole) // 2],
+    }
+    body = bodies.get(fault, whole)
+    return body if isinstance(body, bytes) else json.dumps(body).encode()
 
 
 def _chunk(model: str, created: int, delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
@@ -206,7 +240,12 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         return _tool_call(fake, body, model, created)
     if not body.get("stream"):
         message = {"role": "assistant", "content": "".join(fake.answer)}
+        if fake.refusal is not None:
+            message = {"role": "assistant", "content": None, "refusal": fake.refusal}
         usage = _usage(fake.prompt_tokens, fake.completion_tokens())
+        if fake.answer_fault or fake.answer_delay or fake.hold_answer is not None:
+            completion = _completion_body(model, created, message, "stop", usage)
+            return await _answer_in_halves(request, fake, completion)
         return _completion(model, created, message, "stop", usage)
     include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
 
@@ -224,20 +263,53 @@ def _tool_call(fake: FakeUpstream, body: dict[str, Any], model: str, created: in
     return _completion(model, created, message, "tool_calls", _usage(fake.prompt_tokens, 9))
 
 
+def _completion_body(
+    model: str, created: int, message: dict[str, Any], finish: str, usage: dict[str, int]
+) -> dict[str, Any]:
+    choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
+    return {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": [choice],
+        "usage": usage,
+    }
+
+
 def _completion(
     model: str, created: int, message: dict[str, Any], finish: str, usage: dict[str, int]
 ) -> web.Response:
-    choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
-    return web.json_response(
-        {
-            "id": "chatcmpl-fake",
-            "object": "chat.completion",
-            "created": created,
-            "model": model,
-            "choices": [choice],
-            "usage": usage,
-        }
-    )
+    return web.json_response(_completion_body(model, created, message, finish, usage))
+
+
+async def _answer_in_halves(
+    request: web.Request, fake: FakeUpstream, completion: dict[str, Any]
+) -> web.StreamResponse:
+    """A JSON chat answer (or what `answer_fault` makes of it) in two writes: the second after
+    `answer_delay`, or once `hold_answer` is set; "reset" drops the connection instead."""
+    body = _faulty(fake.answer_fault, completion)
+    response = web.StreamResponse(headers={"Content-Type": "application/json"})
+    response.content_length = len(body)
+    await response.prepare(request)
+    half = len(body) // 2
+    try:
+        await response.write(body[:half])
+        if fake.answer_delay:
+            await asyncio.sleep(fake.answer_delay)
+        if fake.hold_answer is not None:
+            await fake.hold_answer.wait()
+        if fake.answer_fault == "reset":
+            assert request.transport is not None
+            request.transport.close()
+            return response
+        await response.write(body[half:])
+        await response.write_eof()
+    except (ConnectionResetError, asyncio.CancelledError):
+        fake.cancelled.set()
+        raise
+    fake.finished.set()
+    return response
 
 
 async def _event_stream(
