@@ -98,20 +98,9 @@ class Upstream:
     ) -> AsyncGenerator[list[Delta], None]:
         """Stream a chat completion: its deltas, as many at a time as each piece the upstream
         sent holds. Any failure, before or during the stream, is a GatewayError."""
-        body = call.body()
-        headers = {**_CHAT_HEADERS, **exchange.headers, "Authorization": f"Bearer {api_key}"}
-        exchange.model = call.model
         reader = ChatStream()
-        exchange.start()
-        exchange.host = self.host
         try:
-            async with self.session.post(self.chat_url, data=body, headers=headers) as response:
-                exchange.answered()
-                exchange.status = response.status
-                if not 200 <= response.status < 300:
-                    error = await self.read(response, exchange)
-                    why = error_reason(response.status, error)
-                    raise map_status(response.status, why, response.headers.get("Retry-After"))
+            async with self._chat(call, api_key, exchange, "mid-stream") as response:
                 # Read to the end, past [DONE], so that the connection goes back to the pool.
                 async for chunk in response.content.iter_any():
                     deltas = reader.feed(chunk)
@@ -119,26 +108,12 @@ class Upstream:
                         exchange.usage = reader.usage
                     if deltas:
                         yield deltas
-        except TimeoutError as exc:
-            exchange.failed(
-                failure_cause(exc) + (" mid-stream" if exchange.first_byte is not None else "")
-            )
-            raise UpstreamTimeout() from exc
-        except aiohttp.ClientError as exc:
-            if exchange.first_byte is None:
-                exchange.failed(failure_cause(exc))
-                raise UpstreamUnavailable() from exc
-            # Connected and answering, then cut off: the answer broke, the upstream is reachable.
-            exchange.failed(failure_cause(exc) + " mid-stream")
-            raise UpstreamUnavailable("upstream_stream_broken") from exc
         except EventTooLarge as exc:
             exchange.failed("oversized event")
             raise UpstreamUnavailable("upstream_stream_broken") from exc
         except UpstreamUnavailable:
             exchange.failed("garbled stream")
             raise
-        finally:
-            exchange.finish()
         if not reader.finished:
             exchange.failed("stream ended early")
             raise UpstreamUnavailable("upstream_stream_broken")
@@ -148,6 +123,24 @@ class Upstream:
         at MAX_UPSTREAM_BODY_BYTES. Any failure is a GatewayError; once the upstream has begun
         to answer, one that breaks off or is not a chat completion is `upstream_stream_broken`,
         as a stream that broke is."""
+        async with self._chat(call, api_key, exchange, "mid-body") as response:
+            body = await self.read(response, exchange)
+        try:
+            answer = read_answer(body)
+        except UpstreamUnavailable:
+            exchange.failed("garbled answer")
+            raise
+        exchange.usage = answer.usage
+        return answer
+
+    @asynccontextmanager
+    async def _chat(
+        self, call: ChatRequest, api_key: str, exchange: Exchange, part: str
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """POST a chat completion and hold its answer open, once its status says it is one (an
+        error status is its GatewayError here). A timeout or a cut after the upstream began to
+        answer is noted as `part` of the answer ("mid-stream"): the answer broke, the upstream
+        is reachable."""
         headers = {**_CHAT_HEADERS, **exchange.headers, "Authorization": f"Bearer {api_key}"}
         exchange.model = call.model
         exchange.start()
@@ -158,29 +151,23 @@ class Upstream:
             ) as response:
                 exchange.answered()
                 exchange.status = response.status
-                body = await self.read(response, exchange)
                 if not 200 <= response.status < 300:
-                    why = error_reason(response.status, body)
+                    error = await self.read(response, exchange)
+                    why = error_reason(response.status, error)
                     raise map_status(response.status, why, response.headers.get("Retry-After"))
+                yield response
         except TimeoutError as exc:
             answering = exchange.first_byte is not None
-            exchange.failed(failure_cause(exc) + (" mid-body" if answering else ""))
+            exchange.failed(failure_cause(exc) + (f" {part}" if answering else ""))
             raise UpstreamTimeout() from exc
         except aiohttp.ClientError as exc:
             if exchange.first_byte is None:
                 exchange.failed(failure_cause(exc))
                 raise UpstreamUnavailable() from exc
-            exchange.failed(failure_cause(exc) + " mid-body")
+            exchange.failed(f"{failure_cause(exc)} {part}")
             raise UpstreamUnavailable("upstream_stream_broken") from exc
         finally:
             exchange.finish()
-        try:
-            answer = read_answer(body)
-        except UpstreamUnavailable:
-            exchange.failed("garbled answer")
-            raise
-        exchange.usage = answer.usage
-        return answer
 
     @asynccontextmanager
     async def request(
