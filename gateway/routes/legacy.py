@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
+from json.encoder import encode_basestring
 from typing import Any, cast
 
 from aiohttp import web
@@ -174,4 +175,6 @@ async def _relay(
 
 
 def _delta_event(text: str) -> bytes:
-    return sse_event({"delta": text}, event="delta")
+    # sse_event({"delta": text}, event="delta"), byte for byte, without building an encoder for
+    # each of a stream's many deltas.
+    return f'event: delta\ndata: {{"delta": {encode_basestring(text)}}}\n\n'.encode()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from openai.types.chat import ChatCompletionMessageParam
 
@@ -14,9 +14,10 @@ from gateway.errors import UpstreamUnavailable
 from gateway.upstream.events import EventSplitter, event_data
 from gateway.upstream.exchange import Usage, parse_usage
 
+_DECODER = json.JSONDecoder()
 
-@dataclass(frozen=True)
-class Delta:
+
+class Delta(NamedTuple):
     """One piece of a streamed answer; usage arrives on the last chunk only when asked for."""
 
     text: str
@@ -85,7 +86,8 @@ class ChatStream:
 
     def _read(self, data: bytes, deltas: list[Delta]) -> None:
         try:
-            chunk = json.loads(data)
+            # An event stream is UTF-8 by definition: no encoding to guess, as json.loads would.
+            chunk = _DECODER.decode(data.decode())
         except (ValueError, RecursionError):
             raise _broken() from None
         if not isinstance(chunk, dict) or chunk.get("error"):
