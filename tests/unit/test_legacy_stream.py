@@ -9,7 +9,7 @@ import pytest
 from gateway.errors import UpstreamUnavailable
 from gateway.http.sse import sse_event
 from gateway.routes.legacy import _delta_event
-from gateway.upstream.chat import ChatStream, Delta
+from gateway.upstream.chat import ChatStream, Delta, _json
 from gateway.upstream.exchange import Usage
 
 TEXTS = ["Hello", "", 'quote " and \\ slash', "line\nbreak\u2028", "中文 ünï 🙂", "\x00\x1f\x7f"]
@@ -48,3 +48,29 @@ def test_each_delta_is_read_as_sent(text):
 def test_anything_but_a_chunk_breaks_the_stream(data):
     with pytest.raises(UpstreamUnavailable):
         ChatStream().feed(data)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'{"a": 1}',
+        b'  {"a": [1, 2.5, null, true]} ',
+        b'{"a": 1} x',
+        b'{"a": 1}{"b": 2}',
+        b'"text"',
+        b"",
+        b"   ",
+        b"[1,",
+        b"Infinity",
+        '{"k": "\u4e2d\u6587"}'.encode(),
+        b'{"a": "\\ud800"}',
+    ],
+)
+def test_a_chunk_is_parsed_as_json_loads_would(data):
+    try:
+        expected = json.loads(data)
+    except ValueError:
+        with pytest.raises(ValueError):
+            _json(data)
+    else:
+        assert _json(data) == expected
