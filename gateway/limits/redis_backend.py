@@ -15,10 +15,10 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError
 
 from gateway.limits.backend import BackendUnavailable, Subject, Verdict
+from gateway.limits.link import Link
 from gateway.limits.redis_link import (
     FAILURES,
     POOL_SIZE,
-    Link,
     RedisClient,
     RedisHealth,
     budget_keys_for,
@@ -94,7 +94,7 @@ class RedisBackend:
         self.cluster = isinstance(redis, RedisCluster)
         # One Redis over redis-py's connections: calls go straight on our own; else (a Cluster,
         # fakeredis) through the client's script objects.
-        self._link = Link(redis) if Link.fits(redis) else None
+        self._link = Link(redis, timeout) if Link.fits(redis) else None
         # Calls wait here rather than open a connection each: a burst never storms Redis.
         self._slots = asyncio.Semaphore(POOL_SIZE)
 
@@ -110,7 +110,7 @@ class RedisBackend:
                     for script in scripts:
                         await self.redis.script_load(script.script)
                 else:
-                    await asyncio.gather(*(self._link.call("PING") for _ in range(connections)))
+                    await self._link.open(connections)
                     for script in scripts:
                         await self._link.call("SCRIPT", "LOAD", cast(str, script.script))
         except FAILURES as exc:

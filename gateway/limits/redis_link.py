@@ -7,17 +7,10 @@ import contextlib
 import logging
 import math
 import time
-from functools import partial
-from typing import Any, TypeGuard
+from typing import Any
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
-from redis.asyncio.connection import (
-    AbstractConnection,
-    Connection,
-    SSLConnection,
-    UnixDomainSocketConnection,
-)
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -76,80 +69,6 @@ def connect_redis(settings: Settings) -> RedisClient:
         **options,
     )
     return Redis.from_pool(pool)
-
-
-class Link:
-    """Commands sent straight on connections of our own to one Redis, one call per connection
-    at a time; the caller bounds the number of calls in flight and their time.
-
-    It spares each call what redis-py's client does around a command (its pool's locks, its
-    retry wrapper, a timeout task for the write and another for the read): the caller's one
-    deadline covers the call. Like the client, a call whose connection breaks is sent once more
-    on a new one.
-    """
-
-    def __init__(self, redis: Redis) -> None:
-        pool = redis.connection_pool
-        # The client's settings, but no per-read or per-write timeout: the caller's deadline.
-        self._new = partial(
-            pool.connection_class, **{**pool.connection_kwargs, "socket_timeout": None}
-        )
-        self._idle: list[AbstractConnection] = []
-        self._every: list[AbstractConnection] = []
-
-    @staticmethod
-    def fits(redis: RedisClient) -> TypeGuard[Redis]:
-        """Whether the client talks to one Redis over redis-py's own connections (not a Cluster,
-        not a stand-in such as fakeredis)."""
-        return isinstance(redis, Redis) and redis.connection_pool.connection_class in (
-            Connection,
-            SSLConnection,
-            UnixDomainSocketConnection,
-        )
-
-    async def call(self, *command: str | int) -> Any:
-        if self._idle:
-            connection = self._idle.pop()
-        else:
-            connection = self._new()
-            self._every.append(connection)
-        try:
-            try:
-                return await self._send(connection, command)
-            except RedisConnectionError:
-                await connection.disconnect()
-                return await self._send(connection, command)
-        finally:
-            # A connection that failed has closed itself; it connects again on its next call.
-            self._idle.append(connection)
-
-    @staticmethod
-    async def _send(connection: AbstractConnection, command: tuple[str | int, ...]) -> Any:
-        await connection.send_packed_command(pack(command), check_health=False)
-        return await connection.read_response()
-
-    async def aclose(self) -> None:
-        every, self._every, self._idle = self._every, [], []
-        for connection in every:
-            await connection.disconnect()
-
-
-def pack(command: tuple[str | int, ...]) -> bytes:
-    """The command as redis-py's pack_command writes it (RESP, UTF-8), for the only argument types
-    the limiter sends, at a quarter of the cost: one string built and encoded once."""
-    texts = [
-        arg if type(arg) is str else str(arg) if type(arg) is int else _odd(arg) for arg in command
-    ]
-    line = "".join([f"${len(text)}\r\n{text}\r\n" for text in texts])
-    if line.isascii():
-        return f"*{len(texts)}\r\n{line}".encode()
-    # Lengths count bytes: a key name beyond ASCII is measured encoded.
-    encoded = [text.encode() for text in texts]
-    return b"".join([b"*%d\r\n" % len(encoded), *(b"$%d\r\n%s\r\n" % (len(e), e) for e in encoded)])
-
-
-def _odd(arg: object) -> str:
-    raise TypeError(f"a Redis command argument must be a str or an int, not {type(arg).__name__}")
 
 
 def failure_name(exc: BaseException) -> str:

@@ -96,18 +96,22 @@ class RedisProxy:
         client: asyncio.StreamWriter,
     ) -> None:
         buffer = b""
+        loop = asyncio.get_running_loop()
         while True:
             data = await reader.read(65536)
             if not data:
                 return
             buffer += data
+            arrived = loop.time()
             while (found := split_command(buffer)) is not None:
                 raw, name = found
                 buffer = buffer[len(raw) :]
                 index = len(self.commands)
                 self.commands.append(name)
-                hold = self.delay(index, name)
-                if hold:
+                # Held from its arrival, as a stalled Redis holds every command it has been
+                # sent: commands that came together (pipelined) are let go together.
+                hold = arrived + self.delay(index, name) - loop.time()
+                if hold > 0:
                     # Hold the command; if the client gives up meanwhile, Redis never sees it.
                     try:
                         more = await asyncio.wait_for(reader.read(65536), hold)
@@ -115,7 +119,9 @@ class RedisProxy:
                         more = None
                     if more == b"":
                         return
-                    buffer += more or b""
+                    if more:
+                        buffer += more
+                        arrived = loop.time()
                 upstream.write(raw)
                 await upstream.drain()
 

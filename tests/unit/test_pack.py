@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from redis.asyncio.connection import Connection
 
-from gateway.limits.redis_link import pack
+from gateway.limits.link import pack
 
 COMMANDS = [
     ("PING",),
