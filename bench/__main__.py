@@ -228,21 +228,31 @@ def machine(binary: str) -> str:
     )
 
 
+def cpu_ticks() -> tuple[int, int]:
+    """All the machine's CPU time so far, and the part a hypervisor gave to other guests."""
+    with open("/proc/stat") as stat:
+        fields = [int(n) for n in stat.readline().split()[1:]]
+    return sum(fields[:8]), fields[7] if len(fields) > 7 else 0
+
+
 async def main() -> None:
     binary = find_wrk()
     started = time.monotonic()
     before = machine(binary)
+    ticks = cpu_ticks()
     async with running_stack() as stack:
         figures = await measure(stack, binary)
         limiter = await limiter_vs_ping(stack.redis.url)
         logs = stack.logs
+    total, stolen = (after - start for after, start in zip(cpu_ticks(), ticks, strict=True))
     lines = [
         f"## Gateway bench: wrk -c32 -t2, {ROUNDS} rounds of {SECONDS}s per target, medians",
         "",
         *table(figures),
         "",
         f"- Machine at the start: {before}",
-        f"- Load average at the end: {', '.join(f'{n:.2f}' for n in os.getloadavg())}",
+        f"- Load average at the end: {', '.join(f'{n:.2f}' for n in os.getloadavg())}; "
+        f"CPU time stolen by the host (other guests) during the run: {stolen / max(total, 1):.1%}",
         f"- Fake upstream streams {STREAM_EVENTS} SSE events, each written whole; "
         "non-streamed answers are one JSON body.",
         "- CPU ms/req: the loaded process's user+system time (direct: the fake upstream; "
