@@ -15,6 +15,7 @@ from gateway.config import Settings, load_settings
 from gateway.i18n import Translator
 from gateway.limits.limiter import Clock
 from tests.support.fake_upstream import FakeUpstream, create_fake_upstream
+from tests.support.tcp_proxy import RedisProxy
 
 MakeClient = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
 
@@ -71,3 +72,19 @@ async def client(make_client: MakeClient) -> TestClient[web.Request, web.Applica
 @pytest.fixture
 def settings(base_env: dict[str, str]) -> Settings:
     return load_settings(base_env)
+
+
+@pytest.fixture
+async def proxies():
+    """proxies(port, delay=None): TCP proxies before a Redis, closed after the test."""
+    started: list[RedisProxy] = []
+
+    async def make(port: int, delay=None) -> RedisProxy:
+        proxy = RedisProxy(port, delay)
+        await proxy.start()
+        started.append(proxy)
+        return proxy
+
+    yield make
+    for proxy in started:
+        await proxy.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from functools import partial
-from typing import Any, TypeGuard
+from typing import Any, NamedTuple, TypeGuard
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
@@ -17,8 +17,12 @@ from redis.asyncio.connection import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-# A command waiting to leave: its bytes, and the future its caller awaits.
-Queued = tuple[bytes, "asyncio.Future[Any]"]
+
+class Queued(NamedTuple):
+    """A command waiting to leave, and the future its caller awaits."""
+
+    command: bytes
+    future: asyncio.Future[Any]
 
 
 class Link:
@@ -31,10 +35,11 @@ class Link:
 
     It spares each call what redis-py's client does around a command (its pool's locks, its
     retry wrapper, a timeout task for the write and another for the read). The caller bounds
-    its own wait; a batch gives up after `timeout` (REDIS_CALL_TIMEOUT) and drops its
-    connection, so a stalled Redis holds no connection for longer than its callers wait. Like
-    the client, a batch whose connection breaks sends what is still unanswered once more, on a
-    new connection: the limiter's scripts are idempotent per call.
+    its own wait; a batch gives up after `timeout` (REDIS_CALL_TIMEOUT), or as soon as every
+    one of its callers has, and drops its connection: a batch in flight always has a caller
+    waiting, so there are never more connections in use than calls in flight. Like the client,
+    a batch whose connection breaks sends what is still unanswered once more, on a new
+    connection: the limiter's scripts are idempotent per call.
     """
 
     def __init__(self, redis: Redis, timeout: float) -> None:
@@ -48,6 +53,7 @@ class Link:
         self._every: list[AbstractConnection] = []
         self._queued: list[Queued] = []
         self._batches: set[asyncio.Task[None]] = set()
+        self._closed = False
 
     @staticmethod
     def fits(redis: Redis | RedisCluster) -> TypeGuard[Redis]:
@@ -60,6 +66,9 @@ class Link:
         )
 
     async def call(self, *command: str | int) -> Any:
+        packed = pack(command)
+        if self._closed:
+            raise RedisConnectionError("the limiter's link to Redis is closed")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         if not self._queued:
@@ -68,16 +77,21 @@ class Link:
             task = loop.create_task(self._send())
             self._batches.add(task)
             task.add_done_callback(self._batches.discard)
-        self._queued.append((pack(command), future))
+        self._queued.append(Queued(packed, future))
         return await future
 
     async def open(self, count: int) -> None:
-        """Open `count` connections (each answers a PING), for a first burst to find ready."""
+        """Open `count` connections (each answers a PING), for a first burst to find ready.
+        Only those that answered are kept; the first failure is raised once all have settled."""
         opened = [self._connection() for _ in range(count)]
-        try:
-            await asyncio.gather(*(_ping(connection) for connection in opened))
-        finally:
-            self._idle += opened
+        outcomes = await asyncio.gather(*(_ping(c) for c in opened), return_exceptions=True)
+        for connection, outcome in zip(opened, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                await connection.disconnect()
+            self._idle.append(connection)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
 
     def _connection(self) -> AbstractConnection:
         if self._idle:
@@ -87,54 +101,73 @@ class Link:
         return connection
 
     async def _send(self) -> None:
-        batch, self._queued = self._queued, []
+        # Calls given up before they could leave are not sent at all.
+        batch = [queued for queued in self._queued if not queued.future.done()]
+        self._queued = []
+        if not batch:
+            return
+        task = asyncio.current_task()
+        assert task is not None
+        waiting = [len(batch)]
+
+        def given_up(_: object) -> None:
+            waiting[0] -= 1
+            if waiting[0] == 0 and not task.done():
+                task.cancel()  # nobody waits: the connection is dropped, not read to the end
+
+        for queued in batch:
+            queued.future.add_done_callback(given_up)
         connection = self._connection()
         try:
             async with asyncio.timeout(self.timeout):
                 try:
-                    await self._exchange(connection, batch)
+                    await _exchange(connection, batch)
                 except RedisConnectionError:
                     await connection.disconnect()
-                    await self._exchange(connection, [q for q in batch if not q[1].done()])
+                    await _exchange(connection, [q for q in batch if not q.future.done()])
         except Exception as exc:
             # redis-py has dropped a connection that failed or was given up mid-read; it
             # connects again on its next use.
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-        except BaseException:
-            for _, future in batch:
-                future.cancel()
+            _fail(batch, exc)
+        except asyncio.CancelledError:
+            _fail(batch, RedisConnectionError("the limiter's link to Redis is closing"))
             raise
         finally:
             self._idle.append(connection)
 
-    @staticmethod
-    async def _exchange(connection: AbstractConnection, batch: list[Queued]) -> None:
-        if not batch:
-            return
-        await connection.send_packed_command(b"".join(q[0] for q in batch), check_health=False)
-        for _, future in batch:
-            try:
-                reply = await connection.read_response()
-            except ResponseError as exc:
-                # An error reply (NOSCRIPT, say) is its caller's alone; the rest read on.
-                if not future.done():
-                    future.set_exception(exc)
-                continue
-            if not future.done():
-                future.set_result(reply)
-
     async def aclose(self) -> None:
-        for task in list(self._batches):
-            task.cancel()
-        for _, future in self._queued:
-            future.cancel()
+        self._closed = True
+        _fail(self._queued, RedisConnectionError("the limiter's link to Redis is closed"))
         self._queued = []
-        await asyncio.gather(*self._batches, return_exceptions=True)
+        while self._batches:
+            for task in list(self._batches):
+                task.cancel()
+            await asyncio.gather(*self._batches, return_exceptions=True)
         every, self._every, self._idle = self._every, [], []
         for connection in every:
             await connection.disconnect()
+
+
+async def _exchange(connection: AbstractConnection, batch: list[Queued]) -> None:
+    if not batch:
+        return
+    await connection.send_packed_command(b"".join(q.command for q in batch), check_health=False)
+    for queued in batch:
+        try:
+            reply = await connection.read_response()
+        except ResponseError as exc:
+            # An error reply (NOSCRIPT, say) is its caller's alone; the rest read on.
+            if not queued.future.done():
+                queued.future.set_exception(exc)
+            continue
+        if not queued.future.done():
+            queued.future.set_result(reply)
+
+
+def _fail(batch: list[Queued], exc: Exception) -> None:
+    for queued in batch:
+        if not queued.future.done():
+            queued.future.set_exception(exc)
 
 
 async def _ping(connection: AbstractConnection) -> None:

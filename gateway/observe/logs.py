@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -31,6 +32,8 @@ class JsonFormatter(logging.Formatter):
             line["traceback"] = self.formatException(record.exc_info)
         return json.dumps(line, ensure_ascii=False, default=str)
 
+    writes_lines = True
+
     def line(
         self, created: float, level: int, name: str, message: str, extra: dict[str, object]
     ) -> str:
@@ -56,6 +59,9 @@ _UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _PLAIN = re.compile(r"[^\s\"=]*")
 TRACEBACK_PREFIX = "  | "
 _NUMBERS = frozenset({int, float, bool})
+# The fields TextFormatter.line fills in, and how a %-style format names one.
+_LINE_FIELDS = frozenset({"asctime", "levelname", "name", "process", "message"})
+_FIELD = re.compile(r"%\((\w+)\)")
 
 
 def escape(text: str) -> str:
@@ -99,6 +105,12 @@ class TextFormatter(logging.Formatter):
     def formatMessage(self, record: logging.LogRecord) -> str:
         extra = {k: v for k, v in vars(record).items() if k not in _STANDARD}
         return _with_extra(escape(super().formatMessage(record)), extra)
+
+    @functools.cached_property
+    def writes_lines(self) -> bool:
+        """Whether line() can stand in for format(): a %-style format of the fields it knows."""
+        fields = set(_FIELD.findall(self._fmt or ""))
+        return type(self._style) is logging.PercentStyle and fields <= _LINE_FIELDS
 
     def line(
         self, created: float, level: int, name: str, message: str, extra: dict[str, object]
@@ -144,14 +156,19 @@ def log_fields(
     the logging module's record; else (a test's capturing handler, say) the module's own way.
     """
     handler = _sole_handler(logger, level)
-    if handler is None:
+    if handler is None or logging.getLogRecordFactory() is not logging.LogRecord:
         logger.log(level, msg, *args, extra=extra)
         return
     formatter = cast(TextFormatter | JsonFormatter, handler.formatter)
     line = formatter.line(time.time(), level, logger.name, msg % args, extra)
-    with handler.lock:  # type: ignore[union-attr]
-        handler.stream.write(line + handler.terminator)
-        handler.stream.flush()
+    try:
+        with handler.lock:  # type: ignore[union-attr]
+            handler.stream.write(line + handler.terminator)
+            handler.stream.flush()
+    except Exception:
+        # A log that cannot be written (a closed pipe, say) never fails the request: the
+        # logging module's own way reports it as the handler would, and goes on.
+        logger.log(level, msg, *args, extra=extra)
 
 
 def _sole_handler(logger: logging.Logger, level: int) -> logging.StreamHandler[Any] | None:
@@ -165,6 +182,7 @@ def _sole_handler(logger: logging.Logger, level: int) -> logging.StreamHandler[A
                 found is not None
                 or type(handler) is not logging.StreamHandler
                 or type(handler.formatter) not in _FORMATTERS
+                or not cast(TextFormatter | JsonFormatter, handler.formatter).writes_lines
                 or handler.filters
                 or level < handler.level
             ):

@@ -1,4 +1,4 @@
-"""Fixtures for the app on a real Redis: a gateway built from env, and TCP proxies before Redis."""
+"""Fixtures for the app on a real Redis: a gateway built from env."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import pytest
 
 from gateway.app import create_app
 from gateway.config import load_settings
-from tests.support.tcp_proxy import RedisProxy
 
 
 @pytest.fixture
@@ -18,18 +17,3 @@ async def gateway(aiohttp_client, base_env, translator, key_prefix):
         return await aiohttp_client(create_app(load_settings(merged), translator=translator))
 
     return make
-
-
-@pytest.fixture
-async def proxies():
-    started: list[RedisProxy] = []
-
-    async def make(port: int, delay=None) -> RedisProxy:
-        proxy = RedisProxy(port, delay)
-        await proxy.start()
-        started.append(proxy)
-        return proxy
-
-    yield make
-    for proxy in started:
-        await proxy.close()

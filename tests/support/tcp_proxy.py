@@ -45,6 +45,10 @@ class RedisProxy:
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
+    @property
+    def open_connections(self) -> int:
+        return len(self._tasks)
+
     def count(self, name: str) -> int:
         return sum(1 for command in self.commands if command == name)
 
@@ -95,35 +99,41 @@ class RedisProxy:
         upstream: asyncio.StreamWriter,
         client: asyncio.StreamWriter,
     ) -> None:
-        buffer = b""
+        """Each command is held from its arrival for what the delay policy says, as a stalled
+        Redis holds every command it has been sent: commands that came together (pipelined)
+        are let go together, in order. If the client gives up meanwhile, Redis never sees them."""
         loop = asyncio.get_running_loop()
-        while True:
-            data = await reader.read(65536)
-            if not data:
-                return
-            buffer += data
-            arrived = loop.time()
-            while (found := split_command(buffer)) is not None:
-                raw, name = found
-                buffer = buffer[len(raw) :]
-                index = len(self.commands)
-                self.commands.append(name)
-                # Held from its arrival, as a stalled Redis holds every command it has been
-                # sent: commands that came together (pipelined) are let go together.
-                hold = arrived + self.delay(index, name) - loop.time()
-                if hold > 0:
-                    # Hold the command; if the client gives up meanwhile, Redis never sees it.
-                    try:
-                        more = await asyncio.wait_for(reader.read(65536), hold)
-                    except TimeoutError:
-                        more = None
-                    if more == b"":
+        held: asyncio.Queue[tuple[bytes, float]] = asyncio.Queue()
+
+        async def read_commands() -> None:
+            buffer = b""
+            while data := await reader.read(65536):
+                buffer += data
+                arrived = loop.time()
+                while (found := split_command(buffer)) is not None:
+                    raw, name = found
+                    buffer = buffer[len(raw) :]
+                    index = len(self.commands)
+                    self.commands.append(name)
+                    held.put_nowait((raw, arrived + self.delay(index, name)))
+
+        reading = asyncio.create_task(read_commands())
+        try:
+            while True:
+                waiting = asyncio.ensure_future(held.get())
+                await asyncio.wait({waiting, reading}, return_when=asyncio.FIRST_COMPLETED)
+                if not waiting.done():
+                    waiting.cancel()
+                    return  # the client closed, and nothing of it is held
+                raw, release = waiting.result()
+                if release > loop.time():
+                    await asyncio.wait({reading}, timeout=release - loop.time())
+                    if reading.done():
                         return
-                    if more:
-                        buffer += more
-                        arrived = loop.time()
                 upstream.write(raw)
                 await upstream.drain()
+        finally:
+            reading.cancel()
 
     async def _copy(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while data := await reader.read(65536):

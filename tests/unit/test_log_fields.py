@@ -104,3 +104,48 @@ def test_a_handler_above_the_level_writes_nothing(logger):
     logging.getLogger().handlers[0].setLevel(logging.WARNING)
     log_fields(logger, logging.INFO, "%s", ("quiet",), {})
     assert stream.getvalue() == ""
+
+
+class _Broken(io.StringIO):
+    def write(self, text: str) -> int:
+        raise BrokenPipeError("the log reader went away")
+
+
+def test_a_log_that_cannot_be_written_does_not_fail_the_caller(logger, capsys):
+    stream = _install(TextFormatter("%(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().handlers[0].setStream(_Broken())
+    log_fields(logger, logging.INFO, "%s", ("lost",), {})  # reported as logging does, not raised
+    assert stream.getvalue() == ""
+    assert "BrokenPipeError" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("fmt", "style", "written"),
+    [
+        ("%(threadName)s %(message)s", "%", "MainThread x k=1"),
+        ("{levelname} {message}", "{", "INFO x k=1"),
+    ],
+)
+def test_a_format_the_short_way_cannot_fill_takes_the_modules_way(logger, fmt, style, written):
+    formatter = TextFormatter(fmt, style=style)
+    stream = _install(formatter)
+    log_fields(logger, logging.INFO, "%s", ("x",), {"k": 1})
+    assert not formatter.writes_lines
+    assert stream.getvalue() == written + "\n"
+
+
+def test_a_record_factory_of_its_own_gets_its_records(logger):
+    stream = _install(TextFormatter("%(message)s %(tag)s"))
+    made = logging.getLogRecordFactory()
+
+    def tagged(*args, **kwargs):
+        record = made(*args, **kwargs)
+        record.tag = "traced"
+        return record
+
+    logging.setLogRecordFactory(tagged)
+    try:
+        log_fields(logger, logging.INFO, "%s", ("x",), {})
+    finally:
+        logging.setLogRecordFactory(made)
+    assert stream.getvalue().startswith("x traced")
