@@ -122,7 +122,7 @@ def test_a_log_that_cannot_be_written_does_not_fail_the_caller(logger, capsys):
 @pytest.mark.parametrize(
     ("fmt", "style", "written"),
     [
-        ("%(threadName)s %(message)s", "%", "MainThread x k=1"),
+        ("%(levelno)d %(message)s", "%", "20 x k=1"),
         ("{levelname} {message}", "{", "INFO x k=1"),
     ],
 )
