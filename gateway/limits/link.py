@@ -108,11 +108,12 @@ class Link:
             return
         task = asyncio.current_task()
         assert task is not None
-        waiting = [len(batch)]
+        waiting = len(batch)
 
         def given_up(_: object) -> None:
-            waiting[0] -= 1
-            if waiting[0] == 0 and not task.done():
+            nonlocal waiting
+            waiting -= 1
+            if waiting == 0 and not task.done():
                 task.cancel()  # nobody waits: the connection is dropped, not read to the end
 
         for queued in batch:

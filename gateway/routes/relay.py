@@ -77,6 +77,8 @@ def _may_end(data: bytes) -> bool:
 
 
 def _ends_stream(event: bytes) -> bool:
+    if not _may_end(event):
+        return False
     data = event_data(event)
     if data.startswith(b"[DONE]") or _event_name(event) in _FINAL_EVENTS:
         return True
@@ -235,7 +237,7 @@ async def _relay_stream(
                 if b'"prompt_tokens"' in event:
                     exchange.usage = body_usage(event_data(event)) or exchange.usage
         for index, event in enumerate(events if _may_end(joined) else ()):
-            if not _may_end(event) or not _ends_stream(event):
+            if not _ends_stream(event):
                 continue
             if not ended and admission is not None:
                 # Charged before the client sees the end, so its next call finds it settled.

@@ -90,11 +90,7 @@ class ChatStream:
     def feed(self, chunk: bytes) -> list[Delta]:
         deltas: list[Delta] = []
         for event in self.splitter.feed(chunk):
-            # event_data(event), its usual case inline: one `data: ` line and the blank line.
-            if event.startswith(b"data: ") and event.count(b"\n") == 2 and b"\r" not in event:
-                data = event[6:-2]
-            else:
-                data = event_data(event)
+            data = event_data(event)
             if self.done or not data:
                 continue
             if data.startswith(b"[DONE]"):
